@@ -1,0 +1,1 @@
+"""Control plane: sources, inventory, snapshots, releases, leader election, operator API."""

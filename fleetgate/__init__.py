@@ -1,0 +1,1 @@
+"""The `fleetgate` CLI and the embedded composition root: the only package importing both planes."""

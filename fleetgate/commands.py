@@ -1,0 +1,10 @@
+"""The list of CLI commands. Add a module's `register` here to expose it."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+REGISTRY: list[Register] = []

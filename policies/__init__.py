@@ -1,0 +1,1 @@
+"""The policy language and every routing decision. Pure: no I/O, no clock, no randomness."""
