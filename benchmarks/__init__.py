@@ -1,0 +1,1 @@
+"""Benchmarks: loopback load runs writing JSON and Markdown; scripts, not tests nor package code."""
