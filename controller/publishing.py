@@ -1,0 +1,444 @@
+"""Snapshot publishing: latest snapshot, gateway registry, long-poll HTTP API (aiohttp server I/O).
+
+Protocol (DESIGN.md §1), served under `/v1`:
+
+* `GET /v1/snapshot?after=V&applied=A&gateway=ID&zone=Z&wait=S` answers `200` with the latest
+  snapshot JSON as soon as its version is greater than `V`, or `304` when none appears within
+  `S` seconds (capped by `PublishSettings.max_wait_s`). Both answers carry `X-Fleetgate-Version`
+  (the latest version, 0 when none yet); a `200` also carries `ETag` (the content checksum).
+* **Applied versions ride on the next poll** (`applied=A`) rather than on a separate
+  `POST`: a gateway re-polls the moment it has applied a snapshot, so the report costs no extra
+  request and arrives as early as a POST would. `after` is the last version the gateway
+  *received* (applied or refused), so a snapshot it refuses is not sent to it again in a loop;
+  `applied` is what it actually serves, and what "3/3 gateways on v42" counts.
+* `GET /v1/gateways` lists every gateway seen: id, zone, applied version, how far behind it is
+  (`behind` versions, `lag_s` seconds since the first version it lacks was published), when it
+  was last seen, and whether it counts as live.
+
+In embedded mode (`fleetgate run`) the gateway is in the same process: `Publisher.attach` hands
+each new table to its sink directly and records the applied version like any other gateway.
+
+Versions are assigned by `controller.reconcile`; the publisher only insists that they increase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import hmac
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from policies import snapshot as wire
+from policies.table import RoutingTable
+
+log = logging.getLogger(__name__)
+
+VERSION_HEADER = "X-Fleetgate-Version"
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,252}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublishSettings:
+    """Snapshot API settings (controller process settings)."""
+
+    max_wait_s: float = 30.0  # longest long-poll a gateway may ask for; longer asks are capped
+    default_wait_s: float = 25.0  # long-poll length when the request has no `wait`
+    stale_after_s: float = 60.0  # a gateway not seen for this long stops counting as live
+    forget_after_s: float = 3600.0  # ... and is dropped from the registry after this long
+    max_gateways: int = 10_000  # registry cap; polls from further new ids are served unrecorded
+    history: int = 256  # published versions remembered to compute each gateway's lag
+    token: str | None = None  # when set, gateways must send `Authorization: Bearer <token>`
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One published table and its wire form, encoded once and served to every gateway."""
+
+    table: RoutingTable
+    body: bytes  # JSON of `policies.snapshot.dump(table)`
+
+    @property
+    def version(self) -> int:
+        return self.table.version
+
+    @property
+    def checksum(self) -> str:
+        return self.table.checksum
+
+    @classmethod
+    def encode(cls, table: RoutingTable) -> Snapshot:
+        """Dump and serialise `table`. CPU-bound and thread-safe: callers may run it off-loop."""
+        data = wire.dump(table)
+        return cls(table, json.dumps(data, separators=(",", ":")).encode())
+
+    def data(self) -> dict[str, Any]:
+        """The wire dict, decoded again (for callers that want `publish(dict)`-style access)."""
+        decoded: dict[str, Any] = json.loads(self.body)
+        return decoded
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GatewayView:
+    """One gateway as `/v1/gateways` and `fleetgate status` show it."""
+
+    id: str
+    zone: str | None
+    applied: int  # version the gateway serves; 0 = nothing yet
+    behind: int  # published versions newer than `applied` (capped by the history length)
+    lag_s: float  # seconds since the oldest version it lacks was published; 0 when current
+    last_seen_s: float  # seconds since its last request began or ended
+    polling: bool  # a long-poll from it is open right now
+    live: bool  # polling, or seen within `stale_after_s`
+    local: bool  # in-process (embedded) gateway
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rollout:
+    """How far one version has spread: the "3/3 gateways on v42" answer."""
+
+    version: int
+    applied: tuple[str, ...]  # gateway ids serving `version` or newer
+    pending: tuple[str, ...]  # gateway ids still on something older (or never seen)
+
+    @property
+    def done(self) -> bool:
+        """True when no gateway is pending (vacuously so with no gateways: check `total`)."""
+        return not self.pending
+
+    @property
+    def total(self) -> int:
+        return len(self.applied) + len(self.pending)
+
+    def __str__(self) -> str:
+        return f"{len(self.applied)}/{self.total} gateways on v{self.version}"
+
+
+@dataclasses.dataclass(slots=True)
+class _Gateway:
+    id: str
+    zone: str | None
+    applied: int = 0
+    last_seen: float = 0.0  # monotonic
+    polls: int = 0  # open long-polls
+    local: bool = False
+
+
+LocalApply = Callable[[RoutingTable], object]
+
+
+class Publisher:
+    """Holds the latest snapshot, wakes long-polls, and tracks which gateway applied what.
+
+    All methods run on the controller's event loop; `publish` is synchronous so the reconciler
+    can call it without yielding between "compiled" and "visible".
+    """
+
+    def __init__(
+        self,
+        settings: PublishSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or PublishSettings()
+        self._clock = clock
+        self._latest: Snapshot | None = None
+        self._published_at: collections.deque[tuple[int, float]] = collections.deque(
+            maxlen=max(1, self.settings.history)
+        )
+        self._gateways: dict[str, _Gateway] = {}
+        self._locals: dict[str, LocalApply] = {}
+        self._new_version = asyncio.Event()
+        self._applied_changed = asyncio.Event()
+        self._closing = False
+
+    @property
+    def latest(self) -> Snapshot | None:
+        return self._latest
+
+    def publish(self, snapshot: Snapshot | RoutingTable) -> Snapshot:
+        """Make `snapshot` the one every gateway gets next; versions must strictly increase."""
+        if isinstance(snapshot, RoutingTable):
+            snapshot = Snapshot.encode(snapshot)
+        live = self._latest
+        if live is not None and snapshot.version <= live.version:
+            raise ValueError(
+                f"snapshot version must increase, got v{snapshot.version} after v{live.version}"
+            )
+        self._latest = snapshot
+        self._published_at.append((snapshot.version, self._clock()))
+        log.info(
+            "published snapshot version=%d checksum=%s bytes=%d",
+            snapshot.version,
+            snapshot.checksum[:12],
+            len(snapshot.body),
+        )
+        woken, self._new_version = self._new_version, asyncio.Event()
+        woken.set()
+        for gateway_id, apply in list(self._locals.items()):
+            self._apply_local(gateway_id, apply, snapshot.table)
+        return snapshot
+
+    def attach(self, gateway_id: str, zone: str | None, apply: LocalApply) -> None:
+        """Register an in-process gateway: `apply(table)` is called with every new table.
+
+        It gets the latest table at once if there is one (level-triggered). A raise from `apply`
+        means "refused": logged, and the version is not recorded as applied.
+        """
+        self._locals[gateway_id] = apply
+        self._gateways[gateway_id] = _Gateway(gateway_id, zone, last_seen=self._clock(), local=True)
+        if self._latest is not None:
+            self._apply_local(gateway_id, apply, self._latest.table)
+
+    def detach(self, gateway_id: str) -> None:
+        self._locals.pop(gateway_id, None)
+        self._gateways.pop(gateway_id, None)
+
+    def _apply_local(self, gateway_id: str, apply: LocalApply, table: RoutingTable) -> None:
+        try:
+            apply(table)
+        # The sink belongs to the data plane; whatever it raises must not stop publishing to
+        # the rest of the fleet (the gateway keeps its last good table).
+        except Exception:
+            log.exception(
+                "local gateway refused table gateway=%s version=%d", gateway_id, table.version
+            )
+            return
+        self.record(gateway_id, None, applied=table.version, local=True)
+
+    def record(
+        self, gateway_id: str, zone: str | None, *, applied: int | None, local: bool = False
+    ) -> None:
+        """Note that `gateway_id` was seen now, and what it applied (None = not reported)."""
+        now = self._clock()
+        gateway = self._gateways.get(gateway_id)
+        if gateway is None:
+            self._forget_stale(now)
+            if len(self._gateways) >= self.settings.max_gateways:
+                return
+            gateway = self._gateways[gateway_id] = _Gateway(gateway_id, zone, local=local)
+            log.info("gateway joined id=%s zone=%s", gateway_id, zone)
+        gateway.last_seen = now
+        if zone is not None:
+            gateway.zone = zone
+        if applied is not None and applied != gateway.applied:
+            gateway.applied = applied
+            woken, self._applied_changed = self._applied_changed, asyncio.Event()
+            woken.set()
+
+    def _forget_stale(self, now: float) -> None:
+        limit = self.settings.forget_after_s
+        for gateway in list(self._gateways.values()):
+            if not gateway.local and gateway.polls == 0 and now - gateway.last_seen > limit:
+                del self._gateways[gateway.id]
+                log.info("gateway forgotten id=%s", gateway.id)
+
+    def _is_live(self, gateway: _Gateway, now: float) -> bool:
+        return (
+            gateway.local
+            or gateway.polls > 0
+            or now - gateway.last_seen <= self.settings.stale_after_s
+        )
+
+    def gateways(self) -> tuple[GatewayView, ...]:
+        """Every gateway in the registry, sorted by id."""
+        now = self._clock()
+        self._forget_stale(now)
+        return tuple(self._view(g, now) for g in sorted(self._gateways.values(), key=_by_id))
+
+    def _view(self, gateway: _Gateway, now: float) -> GatewayView:
+        missing = [at for version, at in self._published_at if version > gateway.applied]
+        return GatewayView(
+            id=gateway.id,
+            zone=gateway.zone,
+            applied=gateway.applied,
+            behind=len(missing),
+            lag_s=round(now - missing[0], 3) if missing else 0.0,
+            last_seen_s=round(now - gateway.last_seen, 3),
+            polling=gateway.polls > 0,
+            live=self._is_live(gateway, now),
+            local=gateway.local,
+        )
+
+    def rollout(self, version: int, gateways: Collection[str] | None = None) -> Rollout:
+        """Which of `gateways` (default: every live one) serve `version` or newer."""
+        now = self._clock()
+        if gateways is None:
+            gateways = [g.id for g in self._gateways.values() if self._is_live(g, now)]
+        applied: list[str] = []
+        pending: list[str] = []
+        for gateway_id in sorted(gateways):
+            gateway = self._gateways.get(gateway_id)
+            (applied if gateway and gateway.applied >= version else pending).append(gateway_id)
+        return Rollout(version, tuple(applied), tuple(pending))
+
+    async def wait_applied(
+        self, version: int, gateways: Collection[str] | None = None, *, timeout_s: float
+    ) -> Rollout:
+        """Wait until every gateway in `gateways` (default: every live one) applied `version`.
+
+        Returns the rollout either way; on timeout `.done` is False and `.pending` says who is
+        behind. A release step calls this before it starts measuring.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not (rollout := self.rollout(version, gateways)).done:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            # Re-check at least every second: gateways also leave the live set by going quiet,
+            # which no event announces.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._applied_changed.wait(), min(remaining, 1.0))
+        return rollout
+
+    async def wait_newer(self, after: int, *, timeout_s: float) -> Snapshot | None:
+        """The latest snapshot once its version exceeds `after`; None on timeout or shutdown."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    latest = self._latest
+                    if latest is not None and latest.version > after:
+                        return latest
+                    if self._closing:
+                        return None
+                    await self._new_version.wait()
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        """Release every open long-poll (they answer 304) so the server can drain quickly."""
+        self._closing = True
+        woken, self._new_version = self._new_version, asyncio.Event()
+        woken.set()
+
+    def begin_poll(self, gateway_id: str, zone: str | None, applied: int | None) -> None:
+        self.record(gateway_id, zone, applied=applied)
+        gateway = self._gateways.get(gateway_id)
+        if gateway is not None:
+            gateway.polls += 1
+
+    def end_poll(self, gateway_id: str) -> None:
+        gateway = self._gateways.get(gateway_id)
+        if gateway is not None:
+            gateway.polls = max(0, gateway.polls - 1)
+            gateway.last_seen = self._clock()
+
+
+def _by_id(gateway: _Gateway) -> str:
+    return gateway.id
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP API
+
+PUBLISHER = web.AppKey("publisher", Publisher)
+
+
+def add_routes(app: web.Application, publisher: Publisher) -> None:
+    """Mount the snapshot API on `app` (the controller may serve it next to its operator API)."""
+    app[PUBLISHER] = publisher
+    app.router.add_get("/v1/snapshot", _get_snapshot)
+    app.router.add_get("/v1/gateways", _get_gateways)
+
+    async def close_publisher(app: web.Application) -> None:
+        app[PUBLISHER].close()
+
+    app.on_shutdown.append(close_publisher)
+
+
+def build_app(publisher: Publisher) -> web.Application:
+    app = web.Application()
+    add_routes(app, publisher)
+    return app
+
+
+def _authorize(request: web.Request, publisher: Publisher) -> None:
+    token = publisher.settings.token
+    if token is None:
+        return
+    sent = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        raise web.HTTPUnauthorized(text="a valid bearer token is required\n")
+
+
+def _int_param(query: Mapping[str, str], name: str) -> int | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 19:
+        raise web.HTTPBadRequest(text=f"{name} must be a non-negative integer, got {raw[:64]!r}\n")
+    return int(raw)
+
+
+def _id_param(query: Mapping[str, str], name: str) -> str | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    if not _ID_RE.fullmatch(raw):
+        raise web.HTTPBadRequest(
+            text=f"{name} must be 1-253 characters of [A-Za-z0-9._:@/-], got {raw[:64]!r}\n"
+        )
+    return raw
+
+
+def _wait_param(query: Mapping[str, str], settings: PublishSettings) -> float:
+    raw = query.get("wait")
+    if raw is None or raw == "":
+        return min(settings.default_wait_s, settings.max_wait_s)
+    try:
+        wait_s = float(raw)
+    except ValueError:
+        wait_s = -1.0
+    if not 0.0 <= wait_s < float("inf"):
+        raise web.HTTPBadRequest(text=f"wait must be a number of seconds, got {raw[:64]!r}\n")
+    return min(wait_s, settings.max_wait_s)
+
+
+async def _get_snapshot(request: web.Request) -> web.Response:
+    publisher = request.app[PUBLISHER]
+    _authorize(request, publisher)
+    query = request.query
+    after = _int_param(query, "after") or 0
+    applied = _int_param(query, "applied")
+    gateway_id = _id_param(query, "gateway")
+    zone = _id_param(query, "zone")
+    wait_s = _wait_param(query, publisher.settings)
+
+    if gateway_id is not None:
+        publisher.begin_poll(gateway_id, zone, applied)
+    try:
+        found = await publisher.wait_newer(after, timeout_s=wait_s)
+    finally:
+        if gateway_id is not None:
+            publisher.end_poll(gateway_id)
+
+    latest = publisher.latest
+    headers = {VERSION_HEADER: str(latest.version if latest else 0), "Cache-Control": "no-store"}
+    if found is None:
+        return web.Response(status=304, headers=headers)
+    headers[VERSION_HEADER] = str(found.version)
+    headers["ETag"] = f'"{found.checksum}"'
+    return web.Response(body=found.body, content_type="application/json", headers=headers)
+
+
+async def _get_gateways(request: web.Request) -> web.Response:
+    publisher = request.app[PUBLISHER]
+    _authorize(request, publisher)
+    latest = publisher.latest
+    views = publisher.gateways()
+    body: dict[str, Any] = {
+        "version": latest.version if latest else None,
+        "checksum": latest.checksum if latest else None,
+        "rollout": str(publisher.rollout(latest.version)) if latest else None,
+        "gateways": [dataclasses.asdict(view) for view in views],
+    }
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
