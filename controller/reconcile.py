@@ -1,0 +1,192 @@
+"""Reconcile: debounced, level-triggered rebuild of the whole table; publishes only changed content.
+
+Asyncio shell around the pure compiler; the compile and the JSON encoding run in a worker thread.
+
+Level-triggered (traefik's CRD provider, STYLE.md §3.7): inputs are *replaced*, never patched, and
+every rebuild compiles ONE table from everything known at that moment, so a missed or coalesced
+change can never leave the table half-updated. Inputs:
+
+* the `PolicySet` from a policy source (files, CRDs): `update_policies`;
+* the observed `Inventory` (EndpointSlices, DNS answers): `update_inventory`. Static endpoints
+  written in `MemberCluster` documents are always included; an observed entry for the same
+  (cluster, service port) replaces the static one.
+
+A burst of changes becomes one rebuild: the loop waits until inputs have been quiet for
+`debounce_s`, but never longer than `max_delay_s` after the first unbuilt change, so a constantly
+churning inventory still gets published. The rebuilt table is published only when its checksum
+differs from the last published one (traefik's `DeepEqual` skip).
+
+Versions: `max(previous + 1, wall-clock milliseconds)`. They strictly increase within a run and,
+because they follow the clock, keep increasing across controller restarts without a state file;
+gateways refuse versions that are not newer than the table they serve, so a restarted controller
+counting from 1 would otherwise be ignored until it caught up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+from controller.publishing import Publisher, Snapshot
+from policies import table as tables
+from policies.errors import PolicyError
+from policies.model import PolicySet
+from policies.table import Inventory
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReconcileSettings:
+    """Rebuild pacing (controller process settings)."""
+
+    debounce_s: float = 0.2  # quiet period after the last input change before rebuilding
+    max_delay_s: float = 2.0  # rebuild at most this long after the first unbuilt change
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReconcileStatus:
+    """What `/status` and the metrics show about the rebuild loop."""
+
+    version: int | None  # last published version
+    checksum: str | None  # its content checksum
+    builds: int  # tables compiled
+    published: int  # ... of which had new content and were published
+    unchanged: int  # ... of which matched the last published checksum and were dropped
+    failures: int  # compiles that raised; the last published table stays
+    last_error: str | None  # message of the most recent failure, cleared by a success
+    pending: bool  # inputs changed since the last compile started
+
+
+class Reconciler:
+    """Owns the rebuild loop. Feed it with `update_*`; run it with `run()` (until cancelled)."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        settings: ReconcileSettings | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings or ReconcileSettings()
+        self._publisher = publisher
+        self._wall_clock = wall_clock
+        self._policies: PolicySet | None = None
+        self._observed = Inventory(endpoints={})
+        self._changed = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._builds = self._published = self._unchanged = self._failures = 0
+        self._last_error: str | None = None
+
+    def update_policies(self, policies: PolicySet) -> None:
+        """Replace the policy input. Nothing is built before the first call."""
+        self._policies = policies
+        self._changed.set()
+
+    def update_inventory(self, inventory: Inventory) -> None:
+        """Replace the observed endpoints (all clusters at once: level-triggered)."""
+        self._observed = inventory
+        self._changed.set()
+
+    @property
+    def status(self) -> ReconcileStatus:
+        latest = self._publisher.latest
+        return ReconcileStatus(
+            version=latest.version if latest else None,
+            checksum=latest.checksum if latest else None,
+            builds=self._builds,
+            published=self._published,
+            unchanged=self._unchanged,
+            failures=self._failures,
+            last_error=self._last_error,
+            pending=self._changed.is_set(),
+        )
+
+    async def run(self) -> None:
+        """Run the rebuild loop until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._rebuild_loop(), name="reconcile.rebuild")
+
+    async def _rebuild_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._changed.wait()
+            first_change = loop.time()
+            while True:
+                self._changed.clear()
+                quiet_s = min(
+                    self.settings.debounce_s,
+                    first_change + self.settings.max_delay_s - loop.time(),
+                )
+                if quiet_s <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._changed.wait(), quiet_s)
+                except TimeoutError:
+                    break
+            self._changed.clear()
+            try:
+                await self.rebuild()
+            # Top of a long-lived task: a compiler bug must not stop future rebuilds, and the
+            # last published table keeps serving meanwhile.
+            except Exception as exc:
+                self._failures += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("rebuild failed; the last published table stays")
+
+    async def rebuild(self) -> Snapshot | None:
+        """Compile now from the current inputs; publish and return the snapshot if it changed.
+
+        Returns None when there is no policy input yet, when the content is unchanged, or when
+        the policies do not compile (logged and counted; the last published table stays).
+        """
+        async with self._lock:
+            policies = self._policies
+            if policies is None:
+                return None
+            latest = self._publisher.latest
+            version = self._next_version(latest)
+            last_checksum = latest.checksum if latest else None
+            self._builds += 1
+            try:
+                built = await asyncio.to_thread(
+                    _build, policies, self._observed, version, last_checksum
+                )
+            except PolicyError as exc:
+                self._failures += 1
+                self._last_error = str(exc)
+                for problem in exc.problems:
+                    log.error("table not compiled: %s", problem)
+                return None
+            self._last_error = None
+            if built is None:
+                self._unchanged += 1
+                log.debug("rebuild produced the published content; not publishing")
+                return None
+            self._published += 1
+            return self._publisher.publish(built)
+
+    def _next_version(self, latest: Snapshot | None) -> int:
+        previous = latest.version if latest else 0
+        return max(previous + 1, int(self._wall_clock() * 1000))
+
+
+def merge_inventory(policies: PolicySet, observed: Inventory) -> Inventory:
+    """Static MemberCluster endpoints, overridden per (cluster, service port) by observed ones."""
+    static = tables.inventory_from_clusters(policies.clusters)
+    if not observed.endpoints:
+        return static
+    return Inventory(endpoints={**static.endpoints, **observed.endpoints})
+
+
+def _build(
+    policies: PolicySet, observed: Inventory, version: int, last_checksum: str | None
+) -> Snapshot | None:
+    """Compile and encode (worker thread; inputs are frozen). None when the content is unchanged."""
+    table = tables.compile_table(policies, merge_inventory(policies, observed), version=version)
+    if table.checksum == last_checksum:
+        return None
+    return Snapshot.encode(table)
