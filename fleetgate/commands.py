@@ -8,3 +8,7 @@ from collections.abc import Callable
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 REGISTRY: list[Register] = []
+
+from fleetgate import validate  # noqa: E402  (each command module appends itself below)
+
+REGISTRY.append(validate.register)

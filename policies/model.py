@@ -44,9 +44,14 @@ class Problem:
     severity: Severity = Severity.ERROR
 
     def __str__(self) -> str:
-        where = f"{self.origin.file}:{self.origin.line}:{self.origin.column}"
+        """`file:line:col: [warning: ]path: message`; line 0 (a whole file) and an empty path
+        (a whole document, or YAML syntax) are left out rather than printed as `:0:0` or `: :`."""
+        where = self.origin.file
+        if self.origin.line:
+            where += f":{self.origin.line}:{self.origin.column}"
         tag = "warning: " if self.severity is Severity.WARNING else ""
-        return f"{where}: {tag}{self.path}: {self.message}"
+        path = f"{self.path}: " if self.path else ""
+        return f"{where}: {tag}{path}{self.message}"
 
 
 # ---------------------------------------------------------------------------------------------
