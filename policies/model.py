@@ -437,6 +437,7 @@ class Release:
     preview_header: HeaderRoute | None = None  # blue-green
     preview_hostname: str | None = None  # blue-green
     abort_ramp_steps: tuple[int, ...] = ()  # empty = abort at once
+    abort_ramp_interval_s: float = 10.0  # dwell on each ramp weight once the fleet applied it
     origin: Origin = NOWHERE
 
     @property
