@@ -34,7 +34,13 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
 from benchmarks import procstat, servers
 from benchmarks.install import ensure_tools
 from benchmarks.processes import ServerFailed, Supervisor, free_port, wait_ready
-from benchmarks.summary import RunResult, markdown_table, summarize, worker_lines
+from benchmarks.summary import (
+    RunResult,
+    markdown_table,
+    other_load_percent,
+    summarize,
+    worker_lines,
+)
 from benchmarks.worker_metrics import worker_shares
 from benchmarks.wrk_report import WrkOutputError, parse_wrk
 
@@ -56,6 +62,16 @@ class Options:
     only: tuple[str, ...]
     out: Path
     proxy_cpus: str
+
+    @property
+    def proxy_cores(self) -> list[int]:
+        """`proxy_cpus` as core numbers ("1", "0,1", "0-1" taskset lists)."""
+        cores: list[int] = []
+        for part in self.proxy_cpus.split(","):
+            low, _, high = part.partition("-")
+            cores.extend(range(int(low), int(high or low) + 1))
+        return cores
+
     fleetgate_command: list[str]
     worker_metric: str
     worker_label: str
@@ -196,6 +212,10 @@ def measure(
         non_2xx_3xx=report.non_2xx_3xx,
         worker_request_shares=shares,
     )
+    if launch.name != "direct":
+        busy = result.core_busy_percent
+        other = other_load_percent(busy, options.proxy_cores, result.cpu_percent)
+        result = dataclasses.replace(result, other_load_percent=other)
     return result, text
 
 
@@ -274,6 +294,68 @@ class Results:
     worker_lines: list[str]
 
 
+def start_servers(
+    options: Options, sup: Supervisor, work: Path
+) -> tuple[list[servers.Launch], dict[str, int]]:
+    """Start the backend and every chosen proxy; check each proxy returns the backend's body.
+    Returns the launches and the root pid whose process tree is each config's CPU account."""
+    backend_port = free_port()
+    backend = servers.backend(work / "backend", port=backend_port)
+    backend_log = work / "backend.log"
+    backend_proc = sup.start("backend", backend.argv, cpus=BACKEND_CPUS, log=backend_log)
+    wait_ready("backend", backend_proc, backend_log, port=backend_port, host="bench.test", path="/")
+    roots: dict[str, int] = {}
+    chosen = launches(options, work, backend_port)
+    for launch in chosen:
+        if launch.name == "direct":
+            roots["direct"] = backend_proc.pid
+            continue
+        log = work / f"{launch.name}.log"
+        proc = sup.start(launch.name, launch.argv, cpus=options.proxy_cpus, log=log)
+        body = wait_ready(
+            launch.name, proc, log, port=launch.port, host=launch.host_header, path=launch.path
+        )
+        if body != servers.BACKEND_BODY.encode():
+            raise ServerFailed(f"{launch.name} answered {body[:120]!r}, not the backend's body")
+        roots[launch.name] = proc.pid
+    if not chosen:
+        raise ServerFailed("nothing to benchmark")
+    return chosen, roots
+
+
+def run_rounds(
+    options: Options, sup: Supervisor, chosen: list[servers.Launch], roots: dict[str, int]
+) -> tuple[list[RunResult], list[dict[str, object]], dict[str, int]]:
+    """Warm-up, then the interleaved rounds. Returns runs, raw wrk texts and peak RSS (KiB)."""
+    print(
+        f"configs: {', '.join(c.name for c in chosen)}; warm-up {WARMUP_S}s each", file=sys.stderr
+    )
+    for launch in chosen:
+        wrk(launch, connections=options.connections, duration_s=WARMUP_S)
+    runs: list[RunResult] = []
+    raw: list[dict[str, object]] = []
+    peak_rss: dict[str, int] = {}
+    for round_no in range(options.rounds):
+        shift = round_no % len(chosen)  # A B C, then B C A, then C A B, ...
+        for launch in chosen[shift:] + chosen[:shift]:
+            sup.check_alive()
+            time.sleep(GAP_S)
+            result, text = measure(launch, roots[launch.name], options, round_no)
+            runs.append(result)
+            raw.append({"config": launch.name, "round": round_no, "wrk": text})
+            flag = "  FLAGGED: errors" if result.errors else ""
+            print(
+                f"round {round_no + 1}/{options.rounds} {launch.name:>9}: "
+                f"{result.requests_per_s:,.0f} req/s, "
+                f"{result.cpu_us_per_request or 0:.1f} µs/req{flag}",
+                file=sys.stderr,
+            )
+            tree = procstat.descendants(roots[launch.name], procstat.all_pid_stats())
+            hwm = sum(procstat.read_vm_hwm_kib(pid) or 0 for pid in tree)
+            peak_rss[launch.name] = max(peak_rss.get(launch.name, 0), hwm)
+    return runs, raw, peak_rss
+
+
 def run(options: Options) -> Results:
     ensure_tools(["nginx", "haproxy", "wrk", "taskset"])
     with contextlib.ExitStack() as stack:
@@ -282,89 +364,38 @@ def run(options: Options) -> Results:
         else:
             work = options.scratch.resolve()
             work.mkdir(parents=True, exist_ok=True)
-        sup = stack.enter_context(Supervisor())
         work.chmod(0o755)  # nginx workers run as nobody when the harness is root
-        backend_port = free_port()
-        backend = servers.backend(work / "backend", port=backend_port)
-        backend_proc = sup.start(
-            "backend", backend.argv, cpus=BACKEND_CPUS, log=work / "backend.log"
-        )
-        wait_ready(
-            "backend",
-            backend_proc,
-            work / "backend.log",
-            port=backend_port,
-            host="bench.test",
-            path="/",
-        )
-        roots: dict[str, int] = {}
-        chosen = launches(options, work, backend_port)
-        for launch in chosen:
-            if launch.name == "direct":
-                roots["direct"] = backend_proc.pid
-                continue
-            log = work / f"{launch.name}.log"
-            proc = sup.start(launch.name, launch.argv, cpus=options.proxy_cpus, log=log)
-            body = wait_ready(
-                launch.name, proc, log, port=launch.port, host=launch.host_header, path=launch.path
-            )
-            if body != servers.BACKEND_BODY.encode():
-                raise ServerFailed(f"{launch.name} answered {body[:120]!r}, not the backend's body")
-            roots[launch.name] = proc.pid
-        if not chosen:
-            raise ServerFailed("nothing to benchmark")
+        sup = stack.enter_context(Supervisor())
+        chosen, roots = start_servers(options, sup, work)
+        all_stats = procstat.all_pid_stats()
         affinity = {
             name: {
                 str(pid): sorted(os.sched_getaffinity(pid))
-                for pid in procstat.descendants(root, procstat.all_pid_stats())
+                for pid in procstat.descendants(root, all_stats)
             }
             for name, root in roots.items()
         }
-        names = [launch.name for launch in chosen]
-        print(f"configs: {', '.join(names)}; warm-up {WARMUP_S}s each", file=sys.stderr)
-        for launch in chosen:
-            wrk(launch, connections=options.connections, duration_s=WARMUP_S)
-        runs: list[RunResult] = []
-        raw: list[dict[str, object]] = []
-        peak_rss: dict[str, int] = {}
-        for round_no in range(options.rounds):
-            order = chosen[round_no % len(chosen) :] + chosen[: round_no % len(chosen)]
-            for launch in order:
-                sup.check_alive()
-                time.sleep(GAP_S)
-                result, text = measure(launch, roots[launch.name], options, round_no)
-                runs.append(result)
-                raw.append({"config": launch.name, "round": round_no, "wrk": text})
-                flag = "  FLAGGED: errors" if result.errors else ""
-                print(
-                    f"round {round_no + 1}/{options.rounds} {launch.name:>9}: "
-                    f"{result.requests_per_s:,.0f} req/s, "
-                    f"{result.cpu_us_per_request or 0:.1f} µs/req{flag}",
-                    file=sys.stderr,
-                )
-                tree = procstat.descendants(roots[launch.name], procstat.all_pid_stats())
-                hwm = sum(procstat.read_vm_hwm_kib(pid) or 0 for pid in tree)
-                peak_rss[launch.name] = max(peak_rss.get(launch.name, 0), hwm)
-        summaries = summarize(runs, peak_rss_kib=peak_rss)
-        table, shares = markdown_table(summaries), worker_lines(summaries)
-        payload: dict[str, object] = {
-            "machine": machine(),
-            "options": {**dataclasses.asdict(options), "out": str(options.out)},
-            "affinity": affinity,
-            "summary": [dataclasses.asdict(s) for s in summaries],
-            "markdown": table,
-            "worker_shares": shares,
-            "runs": [
-                {
-                    **dataclasses.asdict(r),
-                    "errors": r.errors,
-                    "cpu_us_per_request": r.cpu_us_per_request,
-                }
-                for r in runs
-            ],
-            "wrk_output": raw,
-        }
-        return Results(payload, table, shares)
+        runs, raw, peak_rss = run_rounds(options, sup, chosen, roots)
+    summaries = summarize(runs, peak_rss_kib=peak_rss)
+    table, shares = markdown_table(summaries), worker_lines(summaries)
+    payload: dict[str, object] = {
+        "machine": machine(),
+        "options": {**dataclasses.asdict(options), "out": str(options.out)},
+        "affinity": affinity,
+        "summary": [dataclasses.asdict(s) for s in summaries],
+        "markdown": table,
+        "worker_shares": shares,
+        "runs": [
+            {
+                **dataclasses.asdict(r),
+                "errors": r.errors,
+                "cpu_us_per_request": r.cpu_us_per_request,
+            }
+            for r in runs
+        ],
+        "wrk_output": raw,
+    }
+    return Results(payload, table, shares)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -375,6 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ServerFailed, WrkOutputError, RuntimeError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # every server was already stopped on the way out
+        print("interrupted", file=sys.stderr)
+        return 130
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(results.payload, indent=2, default=str) + "\n")
     print(f"\nmachine: {json.dumps(results.payload['machine'])}")

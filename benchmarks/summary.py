@@ -28,6 +28,9 @@ class RunResult:
     socket_errors: Mapping[str, int]
     non_2xx_3xx: int
     worker_request_shares: Mapping[str, float] | None = None  # from the admin /metrics, if any
+    # Busy % of the proxy's cores NOT spent by the proxy: other processes competing with it. High
+    # values mean the run measured a shared core (the machine was not quiet); None for `direct`.
+    other_load_percent: float | None = None
 
     @property
     def errors(self) -> int:
@@ -40,6 +43,13 @@ class RunResult:
     @property
     def cpu_percent(self) -> float:
         return 100.0 * self.cpu_s / self.duration_s if self.duration_s else 0.0
+
+
+def other_load_percent(
+    core_busy_percent: Mapping[int, float], cores: Sequence[int], proxy_cpu_percent: float
+) -> float:
+    """How much of `cores` was busy with something other than the proxy (never below 0)."""
+    return max(0.0, sum(core_busy_percent.get(c, 0.0) for c in cores) - proxy_cpu_percent)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,6 +69,7 @@ class ConfigSummary:
     core_busy_percent: dict[int, float]
     core_steal_percent: dict[int, float]
     peak_rss_mib: float | None
+    other_load_percent: float | None
     worker_cpu_shares: dict[str, float] = dataclasses.field(default_factory=dict)
     worker_request_shares: dict[str, float] | None = None
 
@@ -128,6 +139,7 @@ def summarize(
                 core_busy_percent=_median_by_key([run.core_busy_percent for run in mine]),
                 core_steal_percent=_median_by_key([run.core_steal_percent for run in mine]),
                 peak_rss_mib=rss / 1024 if rss is not None else None,
+                other_load_percent=_median([run.other_load_percent for run in mine]),
                 worker_cpu_shares=worker_cpu,
                 worker_request_shares=(
                     {
@@ -150,8 +162,8 @@ def markdown_table(summaries: Sequence[ConfigSummary]) -> str:
     head = (
         "| config | median req/s | min-max req/s | req/s vs nginx (same round) | p50 ms | p99 ms "
         "| CPU µs/req | CPU/req vs nginx | proxy CPU % | peak RSS MiB | core busy % | steal % "
-        "| flagged runs |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| other load on proxy core % | flagged runs |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = [head]
     for s in summaries:
@@ -162,7 +174,7 @@ def markdown_table(summaries: Sequence[ConfigSummary]) -> str:
             f"| {_fmt(s.rps_ratio, '.2f')} | {_fmt(s.p50_ms, '.2f')} | {_fmt(s.p99_ms, '.2f')} "
             f"| {_fmt(s.cpu_us_per_request, '.1f')} | {_fmt(s.cpu_ratio, '.2f')} "
             f"| {s.cpu_percent:.0f} | {_fmt(s.peak_rss_mib, '.1f')} | {busy} | {steal} "
-            f"| {s.flagged_runs}/{s.runs} |"
+            f"| {_fmt(s.other_load_percent, '.0f')} | {s.flagged_runs}/{s.runs} |"
         )
     return "\n".join(rows)
 

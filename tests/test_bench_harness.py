@@ -10,7 +10,14 @@ import pytest
 import yaml
 
 from benchmarks import procstat, route_table, servers
-from benchmarks.summary import RunResult, markdown_table, summarize, worker_lines
+from benchmarks.sidebyside import parse_args
+from benchmarks.summary import (
+    RunResult,
+    markdown_table,
+    other_load_percent,
+    summarize,
+    worker_lines,
+)
 from benchmarks.worker_metrics import counter_by_label, worker_shares
 from benchmarks.wrk_report import WrkOutputError, parse_wrk
 
@@ -254,3 +261,21 @@ def test_backend_body_is_104_bytes_of_json_and_templates_need_every_value() -> N
     )
     assert "server s1 127.0.0.1:2 maxconn 4000" in conf
     assert "{{" not in conf
+
+
+def test_other_load_on_the_proxy_core_is_what_the_proxy_did_not_use() -> None:
+    busy = {0: 95.0, 1: 90.0}
+    assert other_load_percent(busy, [1], 70.0) == pytest.approx(20.0)
+    assert other_load_percent(busy, [1], 99.0) == 0.0  # tick rounding never goes negative
+    assert other_load_percent(busy, [0, 1], 150.0) == pytest.approx(35.0)
+
+
+def test_options_parse_taskset_lists_and_refuse_unknown_configs() -> None:
+    options = parse_args(["--only", "nginx,haproxy", "--proxy-cpus", "0-1,3", "--rounds", "2"])
+    assert options.only == ("nginx", "haproxy")
+    assert options.proxy_cores == [0, 1, 3]
+    assert options.rounds == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "envoy"])
+    with pytest.raises(SystemExit):
+        parse_args(["--rounds", "0"])
