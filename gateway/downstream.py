@@ -1,0 +1,377 @@
+"""Client side of the proxy: one `asyncio.Protocol` per downstream connection. I/O: the client
+socket (through its transport).
+
+httptools parses requests as bytes arrive; each request becomes an `Exchange`. Responses go out
+in request order: the first exchange is answered while later pipelined ones wait (parsed, with
+reading paused, so at most one read's worth of bytes is held). Reading also pauses while a
+request body has nowhere to go (no upstream connection yet, or the upstream's write buffer is
+full); writing back-pressure pauses the upstream connection's reading instead.
+
+Refused at parse time, with 400 and `Connection: close` and nothing forwarded (RFC 9112 §6.1,
+§6.3 and §3.2): anything llhttp rejects (malformed lines, obsolete line folding, both
+Content-Length and Transfer-Encoding, duplicate Content-Length, bad chunk sizes), a
+Transfer-Encoding other than plain `chunked`, a missing (HTTP/1.1) or repeated Host, CONNECT.
+After an `Upgrade` request the connection only relays raw bytes once the upstream said 101.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from gateway import headers as h
+from gateway.context import ProxyContext
+from gateway.exchange import (
+    BODY_CHUNKED,
+    BODY_LENGTH,
+    DISCARD_BODY_BYTES,
+    INF,
+    PAUSE_DONE,
+    PAUSE_PIPELINE,
+    Exchange,
+)
+
+
+class BoundListener:
+    """What a connection needs to know about the listener that accepted it."""
+
+    __slots__ = ("host", "port", "scheme", "scheme_bytes")
+
+    def __init__(self, host: str, port: int, scheme: str) -> None:
+        self.host = host
+        self.port = port  # the bound port (known after binding when configured as 0)
+        self.scheme = scheme
+        self.scheme_bytes = scheme.encode()
+
+
+class _StopParsing(Exception):
+    """Raised from a parser callback to stop reading a connection that is being refused."""
+
+
+class DownstreamProtocol(asyncio.Protocol):
+    __slots__ = (
+        "_active",
+        "_broken",
+        "_eof",
+        "_ex",
+        "_held",
+        "_host_raw",
+        "_host_str",
+        "_parser",
+        "_paused",
+        "_queue",
+        "_splice",
+        "closing",
+        "ctx",
+        "last_seen",
+        "listener",
+        "peer",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, ctx: ProxyContext, listener: BoundListener) -> None:
+        self.ctx = ctx
+        self.listener = listener
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set on accept
+        self.peer = b""
+        self.closing = False
+        self.write_paused = False
+        self.last_seen = ctx.now
+        self._parser = HttpRequestParser(self)
+        self._ex: Exchange | None = None  # the request being parsed
+        self._active: Exchange | None = None  # the request being answered
+        self._queue: deque[Exchange] | None = None  # parsed requests waiting their turn
+        self._paused = 0  # PAUSE_* bits; reading is paused while any is set
+        self._broken = False  # refused, or the last request said close: parse nothing more
+        self._eof = False  # the client half-closed: answer what was read, then close
+        self._held: list[bytes] | None = None  # bytes after an Upgrade request, until 101
+        self._splice: Exchange | None = None  # after 101: raw bytes both ways
+        self._host_raw: bytes | None = None  # one-entry cache: clients repeat their Host
+        self._host_str = ""
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]).encode() if peer else b"unknown"
+        settings = self.ctx.settings
+        transport.set_write_buffer_limits(settings.write_high_bytes, settings.write_low_bytes)
+        self.ctx.downstreams.add(self)
+        self.ctx.all_closed.clear()
+        counters = self.ctx.counters
+        counters.downstream_connections += 1
+        counters.downstream_open += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        ctx = self.ctx
+        ctx.downstreams.discard(self)
+        ctx.counters.downstream_open -= 1
+        if not ctx.downstreams:
+            ctx.all_closed.set()
+        active = self._active
+        if active is not None:
+            self._active = None
+            active.abort()
+        self._queue = None
+
+    def eof_received(self) -> bool | None:
+        # A client may half-close after its last request and still read the answer.
+        if self._active is not None:
+            self._eof = True
+            self._stop_reading()
+            return True
+        return None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        up = self._active.up if self._active is not None else None
+        if up is not None and not up.read_paused:
+            up.read_paused = True
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        up = self._active.up if self._active is not None else None
+        if up is not None and up.read_paused:
+            up.read_paused = False
+            up.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = self.ctx.now
+        splice = self._splice
+        if splice is not None:
+            if splice.up is not None:
+                splice.up.transport.write(data)
+            return
+        if self._held is not None:
+            self._held.append(data)
+            return
+        if self._broken:
+            return
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade as upgrade:
+            # The Upgrade request is complete; what follows belongs to the new protocol and
+            # waits for the upstream's 101 (or is dropped with the connection otherwise).
+            self._held = [data[upgrade.args[0] :]]
+            self._stop_reading()
+        except HttpParserError:
+            if not self._broken:
+                self._refuse()
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._broken:
+            raise _StopParsing  # bytes after a refused request or one that said close
+        self._ex = Exchange(self)
+        self.ctx.counters.requests += 1
+
+    def on_url(self, url: bytes) -> None:
+        ex = self._ex
+        assert ex is not None
+        ex.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self._ex
+        assert ex is not None
+        if ex.parsed:
+            return  # trailer fields of a chunked body: not forwarded (RFC 9110 §6.5.1)
+        kind = h.REQUEST_SPECIAL.get(name.lower())
+        if kind is None:
+            ex.headers.append((name, value))
+        elif kind == h.REQ_HOST:
+            ex.host = value
+            ex.host_count += 1
+        elif kind == h.REQ_CONTENT_LENGTH:
+            ex.content_length = int(value)
+            ex.headers.append((name, value))
+        elif kind == h.REQ_CONNECTION:
+            if value.lower() not in h.PLAIN_CONNECTION:
+                if ex.conn_values is None:
+                    ex.conn_values = [value]
+                else:
+                    ex.conn_values.append(value)
+        elif kind == h.REQ_REQUEST_ID:
+            ex.request_id = value
+            ex.headers.append((name, value))
+        elif kind == h.REQ_FORWARDED_FOR:
+            ex.forwarded_for = (
+                value if ex.forwarded_for is None else ex.forwarded_for + b", " + value
+            )
+        elif kind == h.REQ_TRANSFER_ENCODING:
+            ex.te = value
+        elif kind == h.REQ_UPGRADE:
+            ex.upgrade = value
+        elif kind == h.REQ_TE:
+            ex.te_trailers = b"trailers" in value.lower()
+
+    def on_headers_complete(self) -> None:
+        ex = self._ex
+        assert ex is not None
+        parser = self._parser
+        ex.parsed = True
+        ex.method = method = parser.get_method()
+        ex.head_request = method == b"HEAD"
+        ex.keep_alive = parser.should_keep_alive()
+        if parser.get_http_version() != "1.1":
+            ex.http11 = False
+        if ex.te is not None:
+            ex.body = BODY_CHUNKED
+            if ex.te.strip().lower() != b"chunked":
+                ex.bad = "bad_request"  # other codings cannot be re-framed faithfully
+        elif ex.content_length > 0:
+            ex.body = BODY_LENGTH
+        if ex.upgrade is not None and not parser.should_upgrade():
+            ex.upgrade = None  # Upgrade without `Connection: upgrade` is only a hop-by-hop header
+        if ex.host_count > 1 or (ex.host_count == 0 and ex.http11) or method == b"CONNECT":
+            ex.bad = "bad_request"
+        if ex.bad is not None:
+            ex.keep_alive = False
+            ex.request_done = True
+        if not ex.keep_alive:
+            self._broken = True
+            self._stop_reading()
+        if self._active is None:
+            self._active = ex
+            ex.start()
+        elif not self.closing:
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.append(ex)
+            self.pause(PAUSE_PIPELINE)
+        if ex.bad is not None:
+            raise _StopParsing
+
+    def on_body(self, chunk: bytes) -> None:
+        ex = self._ex
+        assert ex is not None
+        ex.body_chunk(chunk)
+
+    def on_message_complete(self) -> None:
+        ex = self._ex
+        assert ex is not None
+        self._ex = None
+        ex.body_end()
+        if ex.finished and ex is self._active and not self.closing:
+            self._advance()
+
+    # -- called by exchanges -------------------------------------------------------------------
+
+    def routing_host(self, raw: bytes | None) -> str:
+        if raw is None:
+            return ""
+        if raw != self._host_raw:
+            self._host_str = h.host_of(raw)
+            self._host_raw = raw
+        return self._host_str
+
+    def exchange_done(self, ex: Exchange) -> None:
+        """`ex` has handed its whole response to the transport: count it, then move on."""
+        ctx = self.ctx
+        ctx.counters.responses[ex.status // 100 if 100 <= ex.status < 600 else 0] += 1
+        if ctx.observer is not None:
+            ctx.observer.exchange_done(ex)
+        if ex is not self._active or self.closing:
+            return
+        if ex.close_after or ctx.draining or ex.upgrade is not None:
+            self.close()
+            return
+        if not ex.request_done:
+            if ex.body == BODY_CHUNKED or ex.content_length > DISCARD_BODY_BYTES:
+                self.close()  # not worth reading a long request body nobody will use
+            # else the rest of the request is read and dropped; on_message_complete moves on
+            return
+        self._advance()
+
+    def _advance(self) -> None:
+        queue = self._queue
+        nxt = queue.popleft() if queue else None
+        self._active = nxt
+        if not queue:
+            self.resume(PAUSE_PIPELINE)
+        if nxt is not None:
+            nxt.start()
+        elif self._eof:
+            self.close()
+
+    def start_splice(self, ex: Exchange) -> None:
+        """After a 101: relay raw bytes both ways (held client bytes first) until either closes."""
+        self._splice = ex
+        held, self._held = self._held, None
+        up = ex.up
+        if held and up is not None:
+            up.transport.write(b"".join(held))
+        self._paused &= ~PAUSE_DONE
+        if not self._paused:
+            self.transport.resume_reading()
+
+    def pause(self, reason: int) -> None:
+        if not self._paused and not self.closing:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and not self.closing:
+                self.transport.resume_reading()
+
+    def _stop_reading(self) -> None:
+        self.pause(PAUSE_DONE)
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.transport.close()  # flushes what is buffered first
+
+    def _refuse(self) -> None:
+        """The parser rejected the bytes: answer 400 in turn, read nothing more."""
+        self._broken = True
+        self._stop_reading()
+        ex = self._ex
+        self._ex = None
+        if ex is not None and ex.parsed:
+            # Broken inside a body that is already streaming upstream: the upstream must never
+            # see the message complete, so its connection is dropped with the request.
+            ex.bad = "bad_request"
+            ex.keep_alive = False
+            if ex is self._active:
+                ex.reply(400, "bad_request")
+            return
+        bad = Exchange(self)
+        bad.bad = "bad_request"
+        bad.keep_alive = False
+        bad.request_done = True
+        if self._active is None:
+            self._active = bad
+            bad.start()
+        elif self._queue is not None:
+            self._queue.append(bad)
+        else:
+            self._queue = deque((bad,))
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def check(self, now: float) -> None:
+        """Deadlines and idle limits, called by the gateway's tick."""
+        ex = self._active
+        if ex is None:
+            if self._ex is None and (
+                self.ctx.draining or now - self.last_seen > self.ctx.settings.downstream_idle_s
+            ):
+                self.close()
+            return
+        if now >= ex.deadline:
+            ex.timed_out()
+        elif ex.idle_s < INF:
+            up = ex.up
+            last = self.last_seen if up is None else max(self.last_seen, up.last_seen)
+            if now - last > ex.idle_s:
+                ex.timed_out()

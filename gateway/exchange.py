@@ -1,0 +1,434 @@
+"""One request and its response on a client connection: route, forward, relay, reply. No I/O of
+its own: it writes through the two protocols' transports.
+
+Life of an exchange: the downstream protocol creates it when a request starts and fills in the
+request head; once it is first in line on its connection (`start`), it is decided against the
+live table, bound to an upstream connection and its body streamed; the upstream connection
+relays the response through `deliver` and ends it with `response_complete`. Any failure ends
+it with exactly one local reply (`reply`), or, once response bytes have gone to the client,
+by closing the client connection (the only honest signal left).
+
+Request bodies are written to the upstream as they arrive (re-chunked when the client sent them
+chunked). Before an upstream connection exists, body bytes wait in `pending` and the client
+connection stops reading, so at most one read's worth is buffered.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from httptools import parse_url
+
+from gateway import headers as h
+from gateway.errors import UpstreamConnectError
+from gateway.routing import HeaderView
+from policies.matching import Forward, Redirect, RequestHead
+from policies.model import HeaderModifier
+from policies.table import Endpoint
+
+if TYPE_CHECKING:
+    from gateway.downstream import DownstreamProtocol
+    from gateway.upstreams import EndpointPool, UpstreamConnection
+
+BODY_NONE, BODY_LENGTH, BODY_CHUNKED = 0, 1, 2
+INF = float("inf")
+
+# Reasons the client connection stops reading (bit flags, see DownstreamProtocol.pause).
+PAUSE_BODY = 1  # body bytes wait for an upstream connection
+PAUSE_UPSTREAM = 2  # the upstream's write buffer is above its high-water mark
+PAUSE_PIPELINE = 4  # a later request waits behind the one being answered
+PAUSE_DONE = 8  # no more requests will be read on this connection
+
+# A request body still to come is read and dropped after a local reply if it is at most this
+# long; a longer or chunked one makes the reply say `Connection: close` instead.
+DISCARD_BODY_BYTES = 64 * 1024
+
+# RFC 9110 §9.2.2; a reused connection that dies before any response byte is retried once only
+# for these, and only without a body (RFC 9112 §9.3.1.1).
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH")}
+
+
+class Exchange:
+    __slots__ = (
+        "bad",
+        "body",
+        "close_after",
+        "conn_values",
+        "content_length",
+        "deadline",
+        "discard",
+        "down",
+        "endpoint",
+        "finished",
+        "forward",
+        "forwarded_for",
+        "head_request",
+        "headers",
+        "host",
+        "host_count",
+        "http11",
+        "idle_s",
+        "keep_alive",
+        "method",
+        "mirror_body",
+        "mirror_targets",
+        "parsed",
+        "pending",
+        "pool",
+        "reason",
+        "request_done",
+        "request_id",
+        "responding",
+        "response_modifiers",
+        "retried",
+        "sent",
+        "status",
+        "target",
+        "te",
+        "te_trailers",
+        "up",
+        "up_head",
+        "upgrade",
+    )
+
+    def __init__(self, down: DownstreamProtocol) -> None:
+        self.down = down
+        # request, filled in by the downstream parser
+        self.method = b""
+        self.target = b""  # raw request-target, byte for byte
+        self.headers: list[h.Header] = []  # end-to-end headers in arrival order and case
+        self.host: bytes | None = None
+        self.host_count = 0
+        self.conn_values: list[bytes] | None = None
+        self.te: bytes | None = None
+        self.te_trailers = False
+        self.upgrade: bytes | None = None
+        self.forwarded_for: bytes | None = None
+        self.request_id: bytes | None = None
+        self.content_length = -1
+        self.body = BODY_NONE
+        self.http11 = True
+        self.keep_alive = True
+        self.head_request = False
+        self.parsed = False  # request head complete (later header callbacks are trailers)
+        self.request_done = False  # whole request received (and handed on, if forwarding)
+        self.bad: str | None = None  # refused at parse time: replied with 400 in its turn
+        self.pending: list[bytes] | None = None
+        # decision and upstream
+        self.forward: Forward | None = None
+        self.endpoint: Endpoint | None = None
+        self.pool: EndpointPool | None = None
+        self.up: UpstreamConnection | None = None
+        self.up_head = b""
+        self.retried = False
+        self.deadline = INF
+        self.idle_s = INF
+        self.mirror_targets: list[Endpoint] | None = None
+        self.mirror_body: list[bytes] | None = None
+        # response
+        self.discard = False
+        self.response_modifiers: tuple[HeaderModifier, ...] = ()
+        self.status = 0
+        self.responding = False  # the final response head has been parsed
+        self.sent = False  # final response bytes have gone to the client
+        self.close_after = False
+        self.finished = False
+        self.reason: str | None = None  # local reply reason, if any
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Decide this exchange (now first in line on its connection) and act on the decision."""
+        if self.bad is not None:
+            self.reply(400, self.bad)
+            return
+        down = self.down
+        target = self.target
+        if target[:1] == b"/":
+            q = target.find(b"?")
+            path, query = (target, b"") if q < 0 else (target[:q], target[q + 1 :])
+        elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+            # absolute-form (RFC 9112 §3.2.2): its authority replaces the Host header
+            url = parse_url(target)
+            path, query = url.path or b"/", url.query or b""
+            self.host = url.host + (b":%d" % url.port if url.port else b"")
+            self.target = path + b"?" + query if query else path
+        else:
+            path, query = target, b""  # asterisk-form (OPTIONS *)
+        host = down.routing_host(self.host)
+        method = _METHODS.get(self.method) or self.method.decode("latin-1")
+        head = RequestHead(
+            method,
+            host,
+            path.decode("latin-1"),
+            query.decode("latin-1"),
+            HeaderView(self.headers, self.host),
+            down.listener.scheme,
+            down.listener.port,
+        )
+        ctx = down.ctx
+        decision = ctx.router.decide(head)
+        if isinstance(decision, Forward):
+            self._forward(decision, head, query)
+        elif isinstance(decision, Redirect):
+            self._redirect(decision)
+        else:
+            self.reply(decision.status, decision.reason)
+
+    def _forward(self, fwd: Forward, head: RequestHead, query: bytes) -> None:
+        ctx = self.down.ctx
+        endpoint = ctx.router.pick(fwd.backend, fwd.settings, head)
+        if endpoint is None:
+            self.reply(503, "no_healthy_backend")
+            return
+        self.forward = fwd
+        self.endpoint = endpoint
+        timeouts = fwd.settings.timeouts
+        limit = timeouts.backend_request_s or timeouts.request_s
+        if limit > 0:
+            self.deadline = ctx.now + limit
+        if timeouts.idle_s > 0:
+            self.idle_s = timeouts.idle_s
+        self.response_modifiers = fwd.response_headers
+        if fwd.path != head.path:
+            target = fwd.path.encode("latin-1")
+            self.target = target + b"?" + query if query else target
+        self.up_head = self._upstream_head(fwd, endpoint)
+        if fwd.mirrors and self.upgrade is None:
+            ctx.mirrors.consider(self, fwd, head)
+        ctx.pools.send(self, endpoint, timeouts.connect_s)
+
+    def _upstream_head(self, fwd: Forward, endpoint: Endpoint) -> bytes:
+        down = self.down
+        host = fwd.host.encode("latin-1") if fwd.host is not None else self.host
+        if host is None:
+            host = endpoint.address.encode()  # HTTP/1.0 without Host; HTTP/1.1 requires one
+        parts = [self.method, b" ", self.target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
+        headers = self.headers
+        if self.conn_values is not None:
+            named = h.named_by_connection(h.connection_tokens(self.conn_values))
+            if named:
+                headers = h.drop_named(headers, named)
+        if fwd.request_headers:
+            headers = h.apply_modifiers(headers, fwd.request_headers)
+        h.serialize(parts, headers)
+        xff = self.forwarded_for
+        peer = down.peer
+        parts += (b"X-Forwarded-For: ", xff + b", " + peer if xff else peer, b"\r\n")
+        parts += (b"X-Forwarded-Proto: ", down.listener.scheme_bytes, b"\r\n")
+        if self.host is not None:
+            parts += (b"X-Forwarded-Host: ", self.host, b"\r\n")
+        if self.request_id is None:
+            self.request_id = down.ctx.new_request_id()
+            parts += (b"X-Request-Id: ", self.request_id, b"\r\n")
+        if self.body == BODY_CHUNKED:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if self.te_trailers:
+            parts.append(b"TE: trailers\r\n")
+        if self.upgrade is not None:
+            parts += (b"Connection: upgrade\r\nUpgrade: ", self.upgrade, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _redirect(self, redirect: Redirect) -> None:
+        extra: list[h.Header] = []
+        if redirect.response_headers:
+            extra = h.apply_modifiers(extra, redirect.response_headers)
+        close = self._must_close()
+        self.status = redirect.status
+        self._end_locally(
+            h.redirect_reply(
+                redirect.status, redirect.location.encode("latin-1"), close=close, extra=extra
+            ),
+            close,
+        )
+
+    # -- request body from the client ----------------------------------------------------------
+
+    def body_chunk(self, chunk: bytes) -> None:
+        if self.body == BODY_CHUNKED:
+            chunk = b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        if self._send(chunk):
+            self.down.pause(PAUSE_BODY)
+
+    def body_end(self) -> None:
+        if self.body == BODY_CHUNKED:
+            self._send(b"0\r\n\r\n")  # trailers are not forwarded (Envoy's default too)
+        self.request_done = True
+        if self.mirror_targets is not None:
+            self.down.ctx.mirrors.send_buffered(self)
+
+    def _send(self, data: bytes) -> bool:
+        """Write request body bytes upstream, or keep them until bound; True when kept."""
+        if self.mirror_body is not None:
+            self.down.ctx.mirrors.copy_body(self, data)
+        up = self.up
+        if up is not None:
+            up.transport.write(data)
+        elif not self.finished:
+            if self.pending is None:
+                self.pending = [data]
+            else:
+                self.pending.append(data)
+            return True
+        return False
+
+    # -- upstream side (see gateway.upstreams.Requester) -----------------------------------------
+
+    def bind(self, conn: UpstreamConnection, *, reused: bool) -> None:
+        self.up = conn
+        conn.exchange = self
+        conn.received = False
+        conn.uses += 1
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            conn.transport.write(self.up_head + b"".join(pending))
+            self.down.resume(PAUSE_BODY)
+        else:
+            conn.transport.write(self.up_head)
+        if self.down.write_paused:
+            conn.read_paused = True
+            conn.transport.pause_reading()
+
+    def connect_failed(self, error: UpstreamConnectError) -> None:
+        if not self.finished:
+            self.reply(error.status, error.reason)
+
+    def deliver(self, data: bytes) -> None:
+        self.sent = self.responding  # interim 1xx bytes do not count: a final reply may follow
+        down = self.down
+        if not down.closing:
+            down.transport.write(data)
+
+    def response_complete(self) -> None:
+        self.up = None
+        self.finished = True
+        self._settle()
+        self.down.exchange_done(self)
+
+    def upstream_lost(self, conn: UpstreamConnection) -> None:
+        """The upstream connection closed before the response was complete."""
+        self.up = None
+        if self.finished:
+            return
+        ctx = self.down.ctx
+        if self.sent:
+            self.abort_client()
+            return
+        if (
+            conn.uses > 1
+            and not conn.received
+            and not self.retried
+            and self.body == BODY_NONE
+            and self.method in IDEMPOTENT
+            and self.endpoint is not None
+            and self.forward is not None
+        ):
+            # A reused keep-alive connection the upstream had closed just as we sent on it (the
+            # stale keep-alive race): resend once on a new connection. Only a bodiless idempotent
+            # request, so a request the upstream did see cannot do harm twice.
+            self.retried = True
+            ctx.counters.upstream_stale_retries += 1
+            ctx.pools.send(
+                self, self.endpoint, self.forward.settings.timeouts.connect_s, fresh=True
+            )
+            return
+        ctx.counters.upstream_reset += 1
+        self.reply(502, "upstream_reset")
+
+    def protocol_error(self) -> None:
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.detach()
+        self.reply(502, "upstream_protocol_error")
+
+    def upgraded(self) -> None:
+        self.deadline = INF
+        counters = self.down.ctx.counters
+        counters.upgrades += 1
+        counters.responses[1] += 1
+        self.down.start_splice(self)
+
+    def upstream_paused(self) -> None:
+        self.down.pause(PAUSE_UPSTREAM)
+
+    def upstream_resumed(self) -> None:
+        self.down.resume(PAUSE_UPSTREAM)
+
+    # -- endings -------------------------------------------------------------------------------
+
+    def timed_out(self) -> None:
+        self.down.ctx.counters.upstream_timeouts += 1
+        self.reply(504, "upstream_timeout")
+
+    def reply(self, status: int, reason: str) -> None:
+        """End the exchange with a local reply: the one way every failure reaches the client."""
+        if self.finished:
+            return
+        if self.sent:
+            self.abort_client()
+            return
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.detach()
+        self.down.ctx.counters.count_reply(reason)
+        self.status = status
+        self.reason = reason
+        close = self._must_close()
+        if self.request_id is None:
+            self.request_id = self.down.ctx.new_request_id()
+        data = h.local_reply(
+            status, reason, close=close, request_id=self.request_id, head=self.head_request
+        )
+        self._end_locally(data, close)
+
+    def _must_close(self) -> bool:
+        if not self.keep_alive or self.bad is not None or self.down.ctx.draining:
+            return True
+        if self.upgrade is not None:
+            return True
+        # The rest of the request body is read and dropped only when it is short.
+        unread_body = not self.request_done and (
+            self.body == BODY_CHUNKED or self.content_length > DISCARD_BODY_BYTES
+        )
+        return unread_body
+
+    def _end_locally(self, data: bytes, close: bool) -> None:
+        self.close_after = close
+        self.finished = True
+        if self.pending is not None:
+            self.pending = None
+            self.down.resume(PAUSE_BODY)
+        self._settle()
+        self.deliver(data)
+        self.down.exchange_done(self)
+
+    def abort(self) -> None:
+        """The client connection is gone: release the upstream side, never reuse it."""
+        self.finished = True
+        self.mirror_targets = None
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.detach()
+        self._settle()
+
+    def abort_client(self) -> None:
+        """Response bytes already went out: closing the client connection is all that is left."""
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.detach()
+        self.finished = True
+        self._settle()
+        self.down.close()
+
+    def _settle(self) -> None:
+        pool = self.pool
+        if pool is not None:
+            self.pool = None
+            pool.active -= 1

@@ -1,0 +1,170 @@
+"""Glue between a parsed request and the pure decision: request head, decide, endpoint pick.
+
+No I/O; this is the one place the data plane draws randomness (`roll`) for the pure functions in
+`policies`. The endpoint choice goes through an `EndpointPicker`, the seam where balancing,
+health and outlier state plug in: the protocols never choose endpoints themselves.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+from gateway.headers import Header
+from gateway.table import TableHolder
+from policies import balancing, matching
+from policies.matching import Decision, RequestHead
+from policies.model import Algorithm, TrafficSettings
+from policies.table import Backend, Endpoint
+
+
+class HeaderView(Mapping[str, str]):
+    """The request headers as `RequestHead.headers` promises them (lower-cased names, repeated
+    values comma-joined), built only if a rule actually looks at a header.
+
+    Most rules match on host and path alone, so the dict is usually never built.
+    """
+
+    __slots__ = ("_host", "_map", "_raw")
+
+    def __init__(self, raw: list[Header], host: bytes | None) -> None:
+        self._raw = raw
+        self._host = host
+        self._map: dict[str, str] | None = None
+
+    def _build(self) -> dict[str, str]:
+        built: dict[str, str] = {}
+        if self._host is not None:
+            built["host"] = self._host.decode("latin-1")
+        for name, value in self._raw:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            seen = built.get(key)
+            built[key] = text if seen is None else f"{seen},{text}"
+        self._map = built
+        return built
+
+    def __getitem__(self, key: str) -> str:
+        return (self._map if self._map is not None else self._build())[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map if self._map is not None else self._build())
+
+    def __len__(self) -> int:
+        return len(self._map if self._map is not None else self._build())
+
+    def __contains__(self, key: object) -> bool:
+        return key in (self._map if self._map is not None else self._build())
+
+
+class EndpointPicker(Protocol):
+    """Chooses the endpoint for one forwarded request (tiers, weights, health, affinity)."""
+
+    def pick(
+        self, backend: Backend, settings: TrafficSettings, head: RequestHead
+    ) -> Endpoint | None:
+        """An endpoint of `backend`, or None when nothing can take the request (503)."""
+
+    def forget(self) -> None:
+        """Drop cached per-backend state (the table was swapped)."""
+
+
+class HealthView(Protocol):
+    """The gateway's opinion of endpoint health (active checks, outlier ejection).
+
+    `version` changes whenever any endpoint's health does, so pickers can cache per-backend
+    views between changes.
+    """
+
+    @property
+    def version(self) -> int: ...
+
+    def healthy(self, endpoint: Endpoint) -> bool: ...
+
+
+class AllHealthy:
+    """Health before health checking exists: every endpoint the table says is ready is healthy."""
+
+    version = 0
+
+    def healthy(self, endpoint: Endpoint) -> bool:
+        return True
+
+
+def _idle(endpoint: Endpoint) -> int:
+    return 0
+
+
+class BalancingPicker:
+    """`policies.balancing` on live traffic: tier (priority load, panic), cluster by weight,
+    endpoint by the rule's algorithm (least request by default, using in-flight counts).
+
+    A `BackendView` is built once per backend object and health version, so a request costs two
+    bisections and the endpoint choice. Ring hash has no affinity key until session affinity
+    lands, so it falls back to least request, as `policies.balancing` documents.
+    """
+
+    __slots__ = ("_turns", "_version", "_views", "active", "health")
+
+    def __init__(self, health: HealthView, active: Callable[[Endpoint], int] = _idle) -> None:
+        self.health = health
+        self.active = active
+        self._views: dict[int, tuple[Backend, balancing.BackendView]] = {}
+        self._turns: dict[int, int] = {}
+        self._version = health.version
+
+    def pick(
+        self, backend: Backend, settings: TrafficSettings, head: RequestHead
+    ) -> Endpoint | None:
+        health = self.health
+        if health.version != self._version:
+            self.forget()
+            self._version = health.version
+        entry = self._views.get(id(backend))
+        if entry is not None and entry[0] is backend:
+            view = entry[1]
+        else:
+            if len(self._views) >= _MAX_VIEWS:
+                self.forget()
+            view = balancing.view_backend(backend, health.healthy)
+            self._views[id(backend)] = (backend, view)
+        roll = random.random
+        pick = view.pick(tier_roll=roll(), cluster_roll=roll())
+        if pick is None:
+            return None
+        algorithm = settings.algorithm
+        if algorithm is Algorithm.LEAST_REQUEST:
+            return balancing.least_request(
+                pick.candidates, self.active, roll_a=roll(), roll_b=roll()
+            )
+        key = id(pick.target)
+        turn = self._turns.get(key, 0)
+        self._turns[key] = turn + 1
+        draw = balancing.Draw(roll(), roll(), counter=turn, active=self.active)
+        return balancing.choose_endpoint(algorithm, pick, draw)
+
+    def forget(self) -> None:
+        self._views.clear()
+        self._turns.clear()
+
+
+_MAX_VIEWS = 4096  # cached backend views; a table swap or health change also clears them
+
+
+class Router:
+    """Decides a request against the live table and picks its endpoint."""
+
+    __slots__ = ("holder", "picker")
+
+    def __init__(self, holder: TableHolder, picker: EndpointPicker) -> None:
+        self.holder = holder
+        self.picker = picker
+
+    def decide(self, head: RequestHead) -> Decision:
+        return matching.decide(self.holder.current, head, roll=random.random())
+
+    def pick(
+        self, backend: Backend, settings: TrafficSettings, head: RequestHead
+    ) -> Endpoint | None:
+        return self.picker.pick(backend, settings, head)

@@ -1,0 +1,169 @@
+"""The gateway process's data plane: listeners, the shared context, the tick, drain and close.
+
+I/O: listening sockets (loop.create_server) and, through the pools, upstream connections.
+`Gateway` is what the composition root (fleetgate run, a test) holds: `start()`, `swap(table)`
+(also `apply`, the `gateway.sink.TableSink` capability), `drain()`, `close()`. Seams for the
+next layers are constructor arguments: an `EndpointPicker` or a `HealthView` (health checks,
+outlier ejection), an `ExchangeObserver` (access log, metrics), and `counters` (plain integers
+the admin port reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
+
+from gateway.context import ExchangeObserver, ProxyContext
+from gateway.counters import Counters
+from gateway.downstream import BoundListener, DownstreamProtocol
+from gateway.mirroring import Mirrors
+from gateway.routing import AllHealthy, BalancingPicker, EndpointPicker, HealthView, Router
+from gateway.settings import GatewaySettings
+from gateway.table import TableHolder
+from gateway.upstreams import Pools
+from policies.table import RoutingTable
+
+_SWEEP_EVERY_S = 1.0  # idle upstream connections are looked at this often
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        table: RoutingTable,
+        *,
+        picker: EndpointPicker | None = None,
+        health: HealthView | None = None,
+        observer: ExchangeObserver | None = None,
+        counters: Counters | None = None,
+    ) -> None:
+        self.settings = settings
+        self.holder = TableHolder(table)
+        self.counters = counters if counters is not None else Counters()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._connects: set[asyncio.Task[None]] = set()
+        self._servers: list[asyncio.Server] = []
+        self._listeners: list[BoundListener] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._next_sweep = 0.0
+        balancer = BalancingPicker(health or AllHealthy()) if picker is None else None
+        router = Router(self.holder, picker or balancer)  # type: ignore[arg-type]
+        self.ctx = ProxyContext(settings, router, self.counters, now=0.0, observer=observer)
+        self.ctx.pools = self.pools = Pools(self.ctx, self._spawn)
+        self.ctx.mirrors = Mirrors(self.ctx)
+        if balancer is not None:
+            balancer.active = self.pools.active  # least request reads in-flight counts
+
+    @property
+    def table(self) -> RoutingTable:
+        return self.holder.current
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The bound `(host, port)` of each listener (ports chosen by the OS when 0)."""
+        return [(listener.host, listener.port) for listener in self._listeners]
+
+    async def start(self) -> None:
+        """Bind every listener and start the tick. The caller's task owns the task group, so
+        `close()` must be awaited before that task ends."""
+        loop = asyncio.get_running_loop()
+        self.ctx.now = loop.time()
+        # Upstream connects run in this group. Entered by hand because the gateway's lifetime
+        # spans start() and close(); the connect tasks never raise (each failure becomes a
+        # local reply), so the group never cancels its owner.
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        for configured in self.settings.listeners:
+            bound = BoundListener(configured.host, configured.port, configured.scheme)
+            server = await loop.create_server(
+                lambda bound=bound: DownstreamProtocol(self.ctx, bound),
+                configured.host,
+                configured.port,
+                reuse_port=self.settings.reuse_port or None,
+                backlog=self.settings.backlog,
+            )
+            bound.port = server.sockets[0].getsockname()[1]
+            self._servers.append(server)
+            self._listeners.append(bound)
+        self._timer = loop.call_later(self.settings.tick_s, self._tick)
+
+    def swap(self, table: RoutingTable) -> RoutingTable:
+        """Install a newer table whole; requests in flight keep the one they started with.
+        Raises `StaleTableError` for a version that is not newer (the live table stays)."""
+        previous = self.holder.swap(table)
+        self.ctx.router.picker.forget()
+        return previous
+
+    def apply(self, table: RoutingTable) -> None:
+        """`gateway.sink.TableSink`: the controller's publisher hands tables here."""
+        self.swap(table)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop accepting, let in-flight requests finish (their responses say `Connection:
+        close`, idle keep-alive connections close now), for at most `timeout_s`.
+
+        Returns True when every client connection closed in time. Readiness (the admin port)
+        should fail before this is called.
+        """
+        self.ctx.draining = True
+        for server in self._servers:
+            server.close()
+        self._check(asyncio.get_running_loop().time())  # closes idle connections at once
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ctx.all_closed.wait(), timeout_s)
+        return not self.ctx.downstreams
+
+    async def close(self) -> None:
+        """Close everything now: listeners, client connections, pools, connects in flight."""
+        for server in self._servers:
+            server.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for down in list(self.ctx.downstreams):
+            down.close()
+        self.ctx.mirrors.close()
+        self.pools.close()
+        for task in list(self._connects):
+            task.cancel()
+        if self._tasks is not None:
+            tasks, self._tasks = self._tasks, None
+            await tasks.__aexit__(None, None, None)
+        for server in self._servers:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), self.settings.tick_s * 10)
+        self._servers.clear()
+        # Transports finish closing on the next loop iterations (connection_lost callbacks).
+        await asyncio.sleep(0)
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self._tasks is None:
+            coro.close()
+            raise RuntimeError("the gateway is not running")
+        task = self._tasks.create_task(coro)
+        self._connects.add(task)
+        task.add_done_callback(self._connects.discard)
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._check(loop.time())
+        if self._timer is not None:
+            self._timer = loop.call_later(self.settings.tick_s, self._tick)
+
+    def _check(self, now: float) -> None:
+        self.ctx.now = now
+        for down in list(self.ctx.downstreams):
+            down.check(now)
+        self.ctx.mirrors.check(now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_EVERY_S
+            self.pools.sweep(now)
