@@ -3,10 +3,9 @@
 A request that matched a backend is placed in three steps, each driven by a `roll` in [0, 1)
 that the gateway draws:
 
-1. **Tier.** `tier_loads` is Envoy's priority load, integer maths included: a tier keeps
-   `min(100, 1.4 * healthy %)` of the traffic and spills the rest to the next; below 100 %
-   normalised health each tier whose healthy share is under the panic threshold (50 %) routes to
-   all its endpoints; when every tier panics, traffic spreads by endpoint count ("total panic").
+1. **Tier.** Clusters form tiers by `ClusterTarget.priority`; `policies.failover.tier_loads`
+   (Envoy's priority load: overprovisioning 1.4, panic below 50 %) says how much each takes and
+   which tiers panic, i.e. offer all their endpoints, healthy or not.
 2. **Cluster.** Within the tier, clusters share traffic by `ClusterTarget.weight` scaled by their
    availability (Envoy's locality weighting: `weight * min(100, 1.4 * healthy %)`), so a fully
    healthy tier splits exactly by the configured weights. With `local_clusters` set, the tier's
@@ -17,7 +16,7 @@ that the gateway draws:
    round robin, or a consistent-hash ring (`policies.hashring`) for affinity.
 
 Steps 1 and 2 depend on health, not on the request, so the gateway builds a `BackendView` when
-health or the table changes and calls `BackendView.pick` per request: two bisections, no
+health or the table changes and calls `BackendView.pick` per request: an index and a bisection, no
 allocation. Health comes in as a predicate; an endpoint whose EndpointSlice says not ready is
 never healthy (it is used in panic only). Degraded endpoints (Envoy) do not exist here.
 """
@@ -27,112 +26,26 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import NamedTuple, Protocol, TypeVar
 
+from policies.failover import (
+    DEFAULT_OVERPROVISIONING,
+    DEFAULT_PANIC_THRESHOLD,
+    TierLoads,
+    distribute,
+    factor_percent,
+    health_percent,
+    tier_loads,
+)
 from policies.hashring import HashRing
 from policies.model import Algorithm
 from policies.table import Backend, ClusterTarget, Endpoint
 
 HealthFn = Callable[[Endpoint], bool]  # the gateway's view: active checks and outlier ejection
 T = TypeVar("T")
-
-DEFAULT_OVERPROVISIONING = 1.4
-DEFAULT_PANIC_THRESHOLD = 50.0  # percent; 0 disables panic
-
-
-# ---------------------------------------------------------------------------------------------
-# Tiers (Envoy priority load)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TierLoads:
-    """How traffic splits over priority tiers, most preferred first."""
-
-    loads: tuple[int, ...]  # percent per tier; sums to 100 whenever there is a tier
-    panic: tuple[bool, ...]  # tier routes to all of its endpoints, healthy or not
-    health: tuple[int, ...]  # min(100, overprovisioning * healthy %), integer as in Envoy
-    normalized_health: int  # min(100, sum(health))
-    available: bool  # False: nothing may be sent anywhere (503 no_healthy_backend)
-
-    @property
-    def total_panic(self) -> bool:
-        return bool(self.panic) and all(self.panic)
-
-
-def _factor(overprovisioning: float) -> int:
-    # Envoy carries the factor as an integer percent (140) and divides with integers, which is
-    # why 71 % healthy gives a health of 99 and not 99.4.
-    return round(overprovisioning * 100)
-
-
-def _distribute(health: Sequence[int], normalized: int) -> tuple[int, ...]:
-    """Envoy's `distributeLoad`: greedy shares of 100, rounding leftovers to the first available."""
-    remaining = 100
-    loads = []
-    for value in health:
-        load = min(remaining, value * 100 // normalized)
-        loads.append(load)
-        remaining -= load
-    if remaining:
-        first = next(i for i, value in enumerate(health) if value > 0)
-        loads[first] += remaining
-    return tuple(loads)
-
-
-def tier_loads(
-    health: Sequence[tuple[int, int]],
-    *,
-    overprovisioning: float = DEFAULT_OVERPROVISIONING,
-    panic_threshold: float = DEFAULT_PANIC_THRESHOLD,
-) -> TierLoads:
-    """Envoy's priority load for tiers given as `(healthy, total)` endpoint counts.
-
-    Follows Envoy's source (`LoadBalancerBase::recalculatePerPriorityState`,
-    `recalculatePerPriorityPanic`, `recalculateLoadInTotalPanic`). Where Envoy's docs and source
-    disagree, the source wins: with every endpoint unhealthy and panic enabled, the docs say "all
-    traffic to P=0" but Envoy spreads it by endpoint count like any total panic (its own unit
-    test `PrioritySelection` expects 50/50 for one dead host per tier). Both agree when P0 is
-    the only tier with endpoints. With panic disabled and nothing healthy, P0 nominally gets 100
-    (Envoy keeps the sum at 100) and `available` is False.
-    """
-    count = len(health)
-    if count == 0:
-        return TierLoads((), (), (), 0, available=False)
-    factor = _factor(overprovisioning)
-    levels = tuple(
-        min(100, factor * healthy // total) if total > 0 else 0 for healthy, total in health
-    )
-    normalized = min(100, sum(levels))
-    threshold = min(100.0, panic_threshold)
-    all_to_first = (100,) + (0,) * (count - 1)
-    if normalized == 0 and threshold <= 0:
-        return TierLoads(all_to_first, (False,) * count, levels, 0, available=False)
-    # Panic is ignored while normalised health is 100: the lower tiers can absorb the load.
-    panic = tuple(
-        normalized < 100 and (100.0 * healthy / total if total > 0 else 0.0) < threshold
-        for healthy, total in health
-    )
-    if not all(panic):
-        if normalized == 0:
-            # Only reachable with a threshold below 1/1.4 %: too few healthy endpoints to carry
-            # any load, yet not in panic. Envoy leaves the loads undefined here; serve nothing.
-            return TierLoads(all_to_first, panic, levels, 0, available=False)
-        return TierLoads(_distribute(levels, normalized), panic, levels, normalized, True)
-    hosts = [total for _, total in health]
-    total_hosts = sum(hosts)
-    if total_hosts == 0:
-        return TierLoads(all_to_first, panic, levels, normalized, available=False)
-    return TierLoads(_distribute_by_hosts(hosts, total_hosts), panic, levels, normalized, True)
-
-
-def _distribute_by_hosts(hosts: Sequence[int], total_hosts: int) -> tuple[int, ...]:
-    loads = [100 * count // total_hosts for count in hosts]
-    first = next(i for i, count in enumerate(hosts) if count > 0)
-    loads[first] += 100 - sum(loads)
-    return tuple(loads)
-
 
 # ---------------------------------------------------------------------------------------------
 # Weighted choice
@@ -194,9 +107,6 @@ class Spread:
         weights = tuple(weight for _, weight in weighted)
         return cls(tuple(p for p, _ in weighted), weights, tuple(itertools.accumulate(weights)))
 
-    def choose(self, roll: float) -> Pick:
-        return self.picks[_slice(self.bounds, roll)]
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TierChoice:
@@ -206,6 +116,24 @@ class TierChoice:
     local_share: int  # percent of the tier's traffic kept on `local`
     local: Spread
     remote: Spread
+    # Derived: local then remote picks, and the cumulative share of the tier each one ends at,
+    # so that one bisection on the cluster roll places a request.
+    picks: tuple[Pick, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    cuts: tuple[float, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        picks: list[Pick] = []
+        cuts: list[float] = []
+        share = self.local_share / 100
+        for spread, start, width in ((self.local, 0.0, share), (self.remote, share, 1 - share)):
+            if width > 0 and spread.picks:
+                total = spread.bounds[-1]
+                picks.extend(spread.picks)
+                cuts.extend(start + width * bound / total for bound in spread.bounds)
+        if cuts:
+            cuts[-1] = math.inf  # no float rounding can push a roll below 1 past the end
+        object.__setattr__(self, "picks", tuple(picks))
+        object.__setattr__(self, "cuts", tuple(cuts))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -224,7 +152,7 @@ class BackendView:
     backend: Backend
     loads: TierLoads
     tiers: tuple[TierChoice, ...]  # parallel to loads.loads
-    bounds: tuple[int, ...]  # cumulative tier loads; empty when nothing is available
+    by_percent: tuple[TierChoice, ...]  # 100 entries, tier per percent of load; () if unavailable
     targets: tuple[TargetHealth, ...]  # weight > 0 only, in tier order
     local_clusters: AbstractSet[str]
     overprovisioning: float
@@ -232,15 +160,11 @@ class BackendView:
 
     def pick(self, *, tier_roll: float, cluster_roll: float) -> Pick | None:
         """The cluster and candidates for one attempt; None means 503 no_healthy_backend."""
-        bounds = self.bounds
-        if not bounds:
+        by_percent = self.by_percent
+        if not by_percent:
             return None
-        tier = self.tiers[bisect.bisect_right(bounds, int(tier_roll * 100))]
-        share = tier.local_share
-        x = cluster_roll * 100.0
-        if x < share:
-            return tier.local.choose(x / share)
-        return tier.remote.choose((x - share) / (100 - share))
+        tier = by_percent[int(tier_roll * 100)]
+        return tier.picks[bisect.bisect_right(tier.cuts, cluster_roll)]
 
     def excluding(self, clusters: AbstractSet[str]) -> BackendView:
         """The same view without some clusters (retries: Envoy's previous_priorities, per cluster).
@@ -337,7 +261,7 @@ def _assemble(
         overprovisioning=overprovisioning,
         panic_threshold=panic_threshold,
     )
-    factor = _factor(overprovisioning)
+    factor = factor_percent(overprovisioning)
     tiers = tuple(
         _tier(group, index, panic, factor, local_clusters)
         for index, (group, panic) in enumerate(zip(groups, loads.panic, strict=True))
@@ -346,7 +270,11 @@ def _assemble(
         backend=backend,
         loads=loads,
         tiers=tiers,
-        bounds=tuple(itertools.accumulate(loads.loads)) if loads.available else (),
+        by_percent=tuple(
+            tier for tier, load in zip(tiers, loads.loads, strict=True) for _ in range(load)
+        )
+        if loads.available
+        else (),
         targets=tuple(s for g in groups for s in g),
         local_clusters=local_clusters,
         overprovisioning=overprovisioning,
@@ -381,7 +309,7 @@ def _tier(
         counts = local_counts if is_local else remote_counts
         counts[0] += s.healthy
         counts[1] += len(s.flags)
-        availability = min(100, factor * s.healthy // len(s.flags)) if s.flags else 0
+        availability = health_percent(s.healthy, len(s.flags), factor)
         if availability == 0:
             continue
         healthy = tuple(e for e, ok in zip(s.target.endpoints, s.flags, strict=True) if ok)
@@ -393,11 +321,11 @@ def _tier(
 
 def _local_share(local: Sequence[int], remote: Sequence[int], factor: int) -> int:
     """Local clusters as a priority within the tier: Envoy's load split over [local, others]."""
-    levels = [min(100, factor * h // t) if t else 0 for h, t in (local, remote)]
+    levels = [health_percent(h, t, factor) for h, t in (local, remote)]
     normalized = min(100, sum(levels))
     if levels[0] == 0:
         return 0
-    return _distribute(levels, normalized)[0]
+    return distribute(levels, normalized)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,12 +335,13 @@ def _local_share(local: Sequence[int], remote: Sequence[int], factor: int) -> in
 def sample_two(count: int, roll_a: float, roll_b: float) -> tuple[int, int]:
     """Two distinct indexes below `count`, each ordered pair equally likely (count >= 2).
 
-    With a single candidate both are 0.
+    With a single candidate both are 0. Rolls must be in [0, 1): `int(roll * n) < n` holds for
+    every such float, so no clamping is needed.
     """
-    first = min(int(roll_a * count), count - 1)
+    first = int(roll_a * count)
     if count == 1:
         return first, first
-    second = min(int(roll_b * (count - 1)), count - 2)
+    second = int(roll_b * (count - 1))
     if second >= first:
         second += 1
     return first, second
@@ -423,8 +352,16 @@ def least_request(
 ) -> T:
     """Power of two choices: of two distinct sampled candidates, the one with fewer active
     requests; the first sampled on a tie. Needs at least one candidate."""
-    first, second = sample_two(len(candidates), roll_a, roll_b)
-    a, b = candidates[first], candidates[second]
+    # `sample_two`, inlined: this runs on every request.
+    count = len(candidates)
+    first = int(roll_a * count)
+    a = candidates[first]
+    if count == 1:
+        return a
+    second = int(roll_b * (count - 1))
+    if second >= first:
+        second += 1
+    b = candidates[second]
     return b if active(b) < active(a) else a
 
 
@@ -478,5 +415,9 @@ PICKERS: Mapping[Algorithm, EndpointPicker] = {
 
 
 def choose_endpoint(algorithm: Algorithm, pick: Pick, draw: Draw) -> Endpoint:
-    """The endpoint for one attempt, by the route's algorithm."""
+    """The endpoint for one attempt, by the route's algorithm.
+
+    On the hot path, look the picker up once per route (`PICKERS[settings.algorithm]`) and call
+    it directly: hashing an enum member costs about as much as the pick itself.
+    """
     return PICKERS[algorithm](pick, draw)

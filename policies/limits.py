@@ -22,13 +22,16 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+from typing import NamedTuple
 
 from policies.model import RateLimit, Retry
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Bucket:
-    """A token bucket's level, as of `updated` (the `now` of the last `take`)."""
+class Bucket(NamedTuple):
+    """A token bucket's level, as of `updated` (the `now` of the last `take`).
+
+    A tuple rather than a frozen dataclass: one is made per request, at half the cost.
+    """
 
     tokens: float
     updated: float

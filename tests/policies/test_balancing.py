@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from policies import balancing
-from policies.balancing import Draw, Pick, TierLoads, tier_loads
+from policies.balancing import Draw, Pick
+from policies.failover import TierLoads, tier_loads
 from policies.hashring import HashRing
 from policies.model import Algorithm, ServiceRef
 from policies.table import Backend, ClusterTarget, Endpoint

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies import balancing
-from policies.balancing import tier_loads
+from policies.failover import tier_loads
 from policies.model import ServiceRef
 from policies.table import Backend, ClusterTarget, Endpoint
 
