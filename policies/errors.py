@@ -14,3 +14,10 @@ class PolicyError(Exception):
         first = str(errors[0]) if errors else "no errors"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         super().__init__(first + more)
+
+
+class SnapshotError(PolicyError):
+    """A wire snapshot that cannot become a table: wrong schema, checksum or shape.
+
+    Raised by `policies.snapshot.load`; the gateway keeps its last good table when it sees one.
+    """

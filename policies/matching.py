@@ -1,19 +1,57 @@
 """Route selection: request head → decision. Pure and synchronous; the caller supplies `roll`.
 
-CONTRACT (written first; `decide` is filled in by the routing-core work):
+CONTRACT (written first, so the gateway codes against it):
 `decide(table, head, roll=...)` returns exactly one of `Forward`, `Redirect`, `Reject`.
 `roll` is a float in [0, 1) used for the weighted backend pick. The gateway then picks a cluster
 and endpoint with `policies.balancing`, applies `Forward.request_headers` with
 `policies.filters.edit_headers`, and rolls once per mirror against `Mirror.percent`.
+
+Matching (Gateway API HTTPRouteMatch; gateway_api_rules.md §1):
+* the host is looked up in the table's index (exact, then wildcard suffixes, then routes without
+  hostnames), and the first `CompiledRule` of that entry whose match holds wins: the entry is in
+  `policies.precedence` order;
+* paths are compared as the request sent them (`RequestHead.path`, not percent-decoded).
+  Exact is character for character; PathPrefix compares whole segments and ignores a trailing "/"
+  on the prefix; RegularExpression must match the whole path (Python `re`, `fullmatch`);
+* header names compare case-insensitively, values exactly or by a whole-value regex; a header
+  repeated in the request is seen as its values comma-joined (the RFC 9110 §5.3 form, which is
+  how the gateway builds `RequestHead.headers`);
+* query parameters are parsed from `RequestHead.query` as application/x-www-form-urlencoded:
+  names and values are percent-decoded ("+" is a space); names compare exactly; a parameter
+  repeated in the request is seen as its first value (what the spec recommends);
+* a match's conditions hold together; a repeated header or query name counts its first entry.
+
+Decisions:
+* RequestRedirect → `Redirect` (Location from `policies.filters.redirect_location`; the query
+  string is kept). It wins over backends, which a redirecting rule must not have anyway.
+* no backendRefs, or none with weight → `Reject(500, "no_backend")`; the roll landing on a
+  backendRef that does not resolve → `Reject(500, "invalid_backend")` (its share of traffic);
+  no index entry or no rule → `Reject(404, "no_route")`.
+* URLRewrite (the backend's own, else the rule's) sets `Forward.host` and `Forward.path`.
+  ReplacePrefixMatch cuts the match's PathPrefix (or Exact) value; for a RegularExpression match
+  the whole path counts as matched.
+* header modifiers and mirrors: the rule's, then the chosen backend's, in order.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from urllib.parse import parse_qsl
 
-from policies.model import HeaderModifier, TrafficSettings
-from policies.table import Backend, CompiledRule, Mirror
+from policies import filters
+from policies.model import HeaderModifier, PathKind, TrafficSettings
+from policies.table import (
+    PATH_EXACT,
+    PATH_PREFIX,
+    Backend,
+    CompiledMatch,
+    CompiledRule,
+    Condition,
+    HostRoutes,
+    Mirror,
+    RoutingTable,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,3 +100,165 @@ class Reject:
 
 
 Decision = Forward | Redirect | Reject
+
+NO_ROUTE = Reject(404, "no_route")
+
+
+def decide(table: RoutingTable, head: RequestHead, *, roll: float) -> Decision:
+    """The decision for `head`; `roll` in [0, 1) picks the backend by weight."""
+    entry = table.lookup(head.host)
+    if entry is None:
+        return NO_ROUTE
+    rule = first_match(entry, head)
+    if rule is None:
+        return NO_ROUTE
+    return act(rule, head, roll=roll)
+
+
+def first_match(entry: HostRoutes, head: RequestHead) -> CompiledRule | None:
+    """The first rule of `entry` whose match holds for `head`: the winner by precedence."""
+    path = head.path
+    params: Mapping[str, str] | None = None
+    for rule in entry.for_path(path):
+        m = rule.match
+        # The path test is inlined (it is `path_holds`): most candidates fail here.
+        code = m.path_code
+        if code == PATH_PREFIX:
+            prefix = m.path_value
+            if not path.startswith(prefix):
+                continue
+            n = len(prefix)
+            if len(path) > n and path[n] != "/":
+                continue
+        elif code == PATH_EXACT:
+            if path != m.path_value:
+                continue
+        elif m.path_regex is None or m.path_regex.fullmatch(path) is None:
+            continue
+        if m.path_only:
+            return rule
+        if m.queries and params is None:
+            params = query_params(head.query)
+        if conditions_hold(m, head, params):
+            return rule
+    return None
+
+
+def candidates(entry: HostRoutes, head: RequestHead) -> list[CompiledRule]:
+    """Every rule of `entry` whose match holds, in precedence order (for `fleetgate explain`)."""
+    params = query_params(head.query)
+    return [
+        rule
+        for rule in entry.rules
+        if path_holds(rule.match, head.path) and conditions_hold(rule.match, head, params)
+    ]
+
+
+def path_holds(m: CompiledMatch, path: str) -> bool:
+    if m.path_code == PATH_PREFIX:
+        n = len(m.path_value)
+        return path.startswith(m.path_value) and (len(path) == n or path[n] == "/")
+    if m.path_code == PATH_EXACT:
+        return path == m.path_value
+    return m.path_regex is not None and m.path_regex.fullmatch(path) is not None
+
+
+def conditions_hold(m: CompiledMatch, head: RequestHead, params: Mapping[str, str] | None) -> bool:
+    """Method, headers and query parameters; `params` must be given when the match has queries."""
+    if m.method is not None and head.method != m.method:
+        return False
+    if m.headers and not _all_hold(m.headers, head.headers):
+        return False
+    return not m.queries or (params is not None and _all_hold(m.queries, params))
+
+
+def _all_hold(conditions: tuple[Condition, ...], values: Mapping[str, str]) -> bool:
+    for name, value, regex in conditions:
+        seen = values.get(name)
+        if seen is None:
+            return False
+        if regex is None:
+            if seen != value:
+                return False
+        elif regex.fullmatch(seen) is None:
+            return False
+    return True
+
+
+def query_params(query: str) -> dict[str, str]:
+    """Decoded query parameters, each name with its first value."""
+    params: dict[str, str] = {}
+    if query:
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            params.setdefault(name, value)
+    return params
+
+
+def act(rule: CompiledRule, head: RequestHead, *, roll: float) -> Decision:
+    """What the matched `rule` does with `head`: redirect, reject or forward."""
+    redirect = rule.redirect
+    if redirect is not None:
+        location = filters.redirect_location(
+            redirect,
+            scheme=head.scheme,
+            host=head.host,
+            listener_port=head.port,
+            path=head.path,
+            query=head.query,
+            matched_prefix=matched_prefix(rule.match, head.path),
+        )
+        return Redirect(
+            rule.route_id, rule.rule_id, redirect.status, location, rule.response_headers
+        )
+    backend = pick_backend(rule.backends, rule.total_weight, roll)
+    if backend is None:
+        return Reject(500, "no_backend", rule.route_id, rule.rule_id)
+    if not backend.resolved:
+        return Reject(500, "invalid_backend", rule.route_id, rule.rule_id)
+    path, host = head.path, None
+    rewrite = backend.rewrite or rule.rewrite
+    if rewrite is not None:
+        host = rewrite.hostname
+        path = filters.rewrite_path(path, rewrite.path, matched_prefix(rule.match, path))
+    request_headers, response_headers, mirrors = (
+        rule.request_headers,
+        rule.response_headers,
+        rule.mirrors,
+    )
+    if backend.request_headers:
+        request_headers = request_headers + backend.request_headers
+    if backend.response_headers:
+        response_headers = response_headers + backend.response_headers
+    if backend.mirrors:
+        mirrors = mirrors + backend.mirrors
+    return Forward(
+        rule.route_id,
+        rule.rule_id,
+        backend,
+        path,
+        host,
+        request_headers,
+        response_headers,
+        mirrors,
+        rule.settings,
+        rule,
+    )
+
+
+def pick_backend(backends: tuple[Backend, ...], total_weight: int, roll: float) -> Backend | None:
+    """The backend `roll` lands on, each taking weight/total of [0, 1); weight 0 never."""
+    threshold = roll * total_weight
+    chosen = None
+    for backend in backends:
+        weight = backend.weight
+        if weight > 0:
+            chosen = backend
+            if threshold < weight:
+                return backend
+            threshold -= weight
+    return chosen  # the float product can round up to the total: the last backend takes it
+
+
+def matched_prefix(m: CompiledMatch, path: str) -> str:
+    """The part of the path a ReplacePrefixMatch replaces (see the module docstring)."""
+    return path if m.match.path.kind is PathKind.REGEX else m.match.path.value

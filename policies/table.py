@@ -1,7 +1,6 @@
 """The compiled routing table: immutable, versioned, indexed for lookup. Pure.
 
-CONTRACT (written first so that every package codes against it; `compile_table` is filled in by
-the routing-core work):
+CONTRACT (written first so that every package codes against it):
 
 * `RoutingTable.hosts` maps an exact lower-cased hostname to its `HostRoutes`.
 * `RoutingTable.wildcards` holds `(suffix, HostRoutes)` for `*.suffix` hostnames, longest suffix
@@ -11,17 +10,29 @@ the routing-core work):
   whose match holds wins (see `policies.matching`).
 * Endpoints come from the caller (`Inventory`): static MemberCluster endpoints in file mode,
   EndpointSlices and DNS in Kubernetes mode. Health is NOT in the table: the gateway tracks it.
+
+Each index entry is complete on its own, so a lookup never falls through to another entry: an
+exact host's rules also hold the rules of every wildcard route covering it and of every route
+without hostnames; a wildcard entry's rules hold those of every wider wildcard and of routes
+without hostnames. The order inside an entry is `policies.precedence`'s.
+
+`compile_table` builds a table from policies and an inventory; the compiler itself lives in
+`policies.compiling`, which needs these types (and the wire form, for the checksum).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+from policies import precedence
 from policies.model import (
     HeaderModifier,
     Match,
+    MemberCluster,
+    PathKind,
+    PolicySet,
     RequestRedirect,
     ServiceRef,
     TrafficSettings,
@@ -66,6 +77,8 @@ class Backend:
 
     `resolved` False means the Gateway API calls this backendRef invalid (unknown service, refused
     cross-namespace reference): its share of traffic gets 500, as the spec requires.
+    The id names the spread, not the rule: `RoutingTable.backends` holds each spread once (weight
+    1, no filters); a rule's copy carries the backendRef's weight and filters.
     """
 
     id: str  # "namespace/name:port", plus "~canary" style suffixes for release overlays
@@ -75,6 +88,8 @@ class Backend:
     request_headers: tuple[HeaderModifier, ...] = ()  # backendRef-level filters
     response_headers: tuple[HeaderModifier, ...] = ()
     resolved: bool = True
+    rewrite: URLRewrite | None = None  # backendRef-level URLRewrite (replaces the rule's)
+    mirrors: tuple[Mirror, ...] = ()  # backendRef-level RequestMirrors (added to the rule's)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,14 +98,78 @@ class Mirror:
     percent: float  # 0..100
 
 
+PATH_EXACT, PATH_PREFIX, PATH_REGEX = 0, 1, 2
+_PATH_CODES = {PathKind.EXACT: PATH_EXACT, PathKind.PREFIX: PATH_PREFIX, PathKind.REGEX: PATH_REGEX}
+
+Condition = tuple[str, str, "re.Pattern[str] | None"]  # (name, value, compiled regex or None)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class CompiledMatch:
-    """A `Match` with its regexes compiled and its precedence key computed."""
+    """A `Match` with its regexes compiled, flattened for the hot loop of `policies.matching`.
+
+    The fields after `query_regexes` are derived from the first four and take no part in
+    equality. Repeated header or query names keep their first entry only (Gateway API).
+    """
 
     match: Match
     path_regex: re.Pattern[str] | None
     header_regexes: tuple[re.Pattern[str] | None, ...]  # parallel to match.headers
     query_regexes: tuple[re.Pattern[str] | None, ...]  # parallel to match.query_params
+    path_code: int = dataclasses.field(init=False, repr=False, compare=False)
+    path_value: str = dataclasses.field(init=False, repr=False, compare=False)  # prefix: no "/"
+    method: str | None = dataclasses.field(init=False, repr=False, compare=False)
+    headers: tuple[Condition, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    queries: tuple[Condition, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    path_only: bool = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        match = self.match
+        code = _PATH_CODES[match.path.kind]
+        value = match.path.value.rstrip("/") if code == PATH_PREFIX else match.path.value
+        headers = _first_per_name(
+            [
+                (h.name.lower(), h.value, r)
+                for h, r in zip(match.headers, self.header_regexes, strict=True)
+            ]
+        )
+        queries = _first_per_name(
+            [
+                (q.name, q.value, r)
+                for q, r in zip(match.query_params, self.query_regexes, strict=True)
+            ]
+        )
+        setattr_ = object.__setattr__
+        setattr_(self, "path_code", code)
+        setattr_(self, "path_value", value)
+        setattr_(self, "method", match.method)
+        setattr_(self, "headers", headers)
+        setattr_(self, "queries", queries)
+        setattr_(self, "path_only", match.method is None and not headers and not queries)
+
+
+def _first_per_name(conditions: list[Condition]) -> tuple[Condition, ...]:
+    seen: set[str] = set()
+    out: list[Condition] = []
+    for condition in conditions:
+        if condition[0] not in seen:
+            seen.add(condition[0])
+            out.append(condition)
+    return tuple(out)
+
+
+def compile_match(match: Match) -> CompiledMatch:
+    """Compile a match's regexes (Python `re`; raises `re.error` on a bad pattern)."""
+    return CompiledMatch(
+        match=match,
+        path_regex=re.compile(match.path.value) if match.path.kind is PathKind.REGEX else None,
+        header_regexes=tuple(_regex(h.kind.value, h.value) for h in match.headers),
+        query_regexes=tuple(_regex(q.kind.value, q.value) for q in match.query_params),
+    )
+
+
+def _regex(kind: str, value: str) -> re.Pattern[str] | None:
+    return re.compile(value) if kind == "RegularExpression" else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -110,11 +189,89 @@ class CompiledRule:
     mirrors: tuple[Mirror, ...]
     settings: TrafficSettings
     invalid_backend_weight: int = 0  # weight that points at unresolved backendRefs → 500
+    # What the precedence order needs beyond the match (see policies.precedence):
+    match_index: int = 0  # position of the match in its rule
+    created: int = 0  # Route.created
+    route_kind: str = "TrafficPolicy"  # RouteKind value
+    hostnames: tuple[str, ...] = ()  # the route's hostnames
+
+
+SEGMENT_INDEX_MIN_RULES = 8  # below this a scan of `rules` is as quick as the index probe
+
+
+def precedence_key(rule: CompiledRule, host: str) -> precedence.Key | None:
+    """`rule`'s place in the precedence order of the index entry for `host` (an exact name,
+    "*.suffix" for a wildcard entry, "" for the any-host entry); None if it does not serve it."""
+    rank = precedence.host_rank(rule.hostnames, host)
+    if rank is None:
+        return None
+    path_rank, path_chars, has_method, headers, queries = precedence.match_fields(rule.match.match)
+    return precedence.Key(
+        rank.nonwildcard_chars,
+        rank.chars,
+        path_rank,
+        path_chars,
+        has_method,
+        headers,
+        queries,
+        rule.created,
+        rule.route_id,
+        rule.route_kind,
+        rule.rule_index,
+        rule.match_index,
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HostRoutes:
+    """The rules serving one index entry, and (derived) the same rules by first path segment.
+
+    `by_segment[s]` keeps, in order, the rules whose Exact or PathPrefix value starts with the
+    segment `s` plus every rule that could match any path (RegularExpression, PathPrefix "/");
+    `any_segment` holds only the latter, for paths whose first segment no rule names. A request
+    scans one short tuple however many routes share the host. Empty for small entries.
+    """
+
     rules: tuple[CompiledRule, ...]  # precedence order
+    by_segment: Mapping[str, tuple[CompiledRule, ...]] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    any_segment: tuple[CompiledRule, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        buckets: dict[str, list[CompiledRule]] = {}
+        generic: list[CompiledRule] = []
+        if len(self.rules) >= SEGMENT_INDEX_MIN_RULES:
+            for rule in self.rules:
+                segment = _first_segment(rule.match)
+                if segment is None:
+                    generic.append(rule)
+                    for bucket in buckets.values():
+                        bucket.append(rule)
+                elif segment in buckets:
+                    buckets[segment].append(rule)
+                else:
+                    buckets[segment] = [*generic, rule]
+        object.__setattr__(self, "by_segment", {s: tuple(b) for s, b in buckets.items()})
+        object.__setattr__(self, "any_segment", tuple(generic))
+
+    def for_path(self, path: str) -> tuple[CompiledRule, ...]:
+        """The rules that may match `path`, in precedence order."""
+        if not self.by_segment:
+            return self.rules
+        if not path.startswith("/"):
+            return self.any_segment
+        end = path.find("/", 1)
+        return self.by_segment.get(path[1:end] if end > 0 else path[1:], self.any_segment)
+
+
+def _first_segment(match: CompiledMatch) -> str | None:
+    """The first path segment every path this match holds for has, or None if there is none."""
+    value = match.path_value
+    if match.path_code == PATH_REGEX or not value.startswith("/"):
+        return None  # PathPrefix "/" is stored as "" and matches everything
+    end = value.find("/", 1)
+    return value[1:end] if end > 0 else value[1:]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,10 +282,58 @@ class RoutingTable:
     any_host: HostRoutes | None
     backends: Mapping[str, Backend]  # every backend by id, for health checks and /status
     checksum: str  # sha256 of the canonical wire form, excluding `version`
+    # `wildcards` by suffix, derived, so a lookup costs one dict probe per label of the host.
+    wildcard_index: Mapping[str, HostRoutes] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wildcard_index", dict(self.wildcards))
+
+    def lookup(self, host: str) -> HostRoutes | None:
+        """The index entry serving `host` (lower-cased, port stripped), or None."""
+        entry = self.hosts.get(host)
+        if entry is not None:
+            return entry
+        index = self.wildcard_index
+        if index:
+            # "*.example.com" covers a.example.com and a.b.example.com, never example.com:
+            # the suffix starts at a dot that is not the first character.
+            dot = host.find(".", 1)
+            while dot > 0:
+                entry = index.get(host[dot:])
+                if entry is not None:
+                    return entry
+                dot = host.find(".", dot + 1)
+        return self.any_host
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Inventory:
-    """Endpoints observed per (cluster, service port), whatever the source."""
+    """Endpoints observed per (cluster, service port), whatever the source.
+
+    A key with no endpoints means the cluster has the service but nothing is ready behind it
+    (the gateway answers 503); a missing key means the cluster does not have it at all.
+    """
 
     endpoints: Mapping[tuple[str, ServiceRef], tuple[Endpoint, ...]]
+
+
+def compile_table(
+    policies: PolicySet,
+    inventory: Inventory,
+    *,
+    version: int,
+    refused: frozenset[tuple[str, ServiceRef]] = frozenset(),
+) -> RoutingTable:
+    """Compile `policies` over `inventory`; see `policies.compiling.compile_table`."""
+    from policies import compiling  # compiling imports this module for its types
+
+    return compiling.compile_table(policies, inventory, version=version, refused=refused)
+
+
+def inventory_from_clusters(clusters: Sequence[MemberCluster]) -> Inventory:
+    """The static endpoints of `clusters`; see `policies.compiling.inventory_from_clusters`."""
+    from policies import compiling
+
+    return compiling.inventory_from_clusters(clusters)

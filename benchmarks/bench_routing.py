@@ -1,0 +1,186 @@
+"""Routing-core benchmark: compile time and median `matching.decide` time by table size.
+
+Not a test: run it by hand, `python -m benchmarks.bench_routing`. Tables of 10, 1,000 and 10,000
+routes over 1,000 hostnames (a route covers 100, 1 or a tenth of a hostname's traffic), each route
+with four rules of the usual kinds (PathPrefix, Exact, method, header), one wildcard route and one
+route without hostnames. The requests are drawn in advance from a seeded generator: a host, a route
+serving it, one of its rules' paths (5 % miss every rule and get the 404). Decision time is
+`time.perf_counter_ns` around batches of decisions, divided per decision; the median of the
+batches is reported. Results go to benchmarks/results/bench_routing.json and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+
+from policies import matching, table
+from policies.matching import RequestHead
+from policies.model import (
+    BackendRef,
+    ClusterWeight,
+    HeaderMatch,
+    Match,
+    MemberCluster,
+    PathKind,
+    PathMatch,
+    PolicySet,
+    Route,
+    RouteKind,
+    Rule,
+    ServicePort,
+    ServiceRef,
+    StaticService,
+)
+
+HOSTNAMES = 1_000
+SIZES = (10, 1_000, 10_000)
+RESULTS = Path(__file__).parent / "results" / "bench_routing.json"
+SERVICE = ServiceRef("shop", "web", 80)
+CANARY = ServiceRef("shop", "web-canary", 80)
+
+
+def hostname(index: int) -> str:
+    return f"svc-{index:04d}.bench.test"
+
+
+def fleet() -> tuple[MemberCluster, ...]:
+    def cluster(name: str, priority: int, subnet: int) -> MemberCluster:
+        services = tuple(
+            StaticService(s.namespace, s.name, (ServicePort(80, (f"127.0.{subnet}.1:8080",)),))
+            for s in (SERVICE, CANARY)
+        )
+        return MemberCluster(name, {"region": name}, priority=priority, services=services)
+
+    return (cluster("east", 0, 1), cluster("west", 0, 2), cluster("south", 1, 3))
+
+
+def route(index: int, hostnames: tuple[str, ...]) -> Route:
+    base = f"/r{index}"
+    split = (BackendRef(SERVICE, weight=90), BackendRef(CANARY, weight=10))
+    pinned = (BackendRef(SERVICE, clusters=(ClusterWeight("east", 3), ClusterWeight("west", 1))),)
+    rules = (
+        Rule(None, (Match(PathMatch(PathKind.PREFIX, f"{base}/api")),), (), split),
+        Rule(None, (Match(PathMatch(PathKind.EXACT, f"{base}/healthz")),), (), pinned),
+        Rule(
+            None, (Match(PathMatch(PathKind.PREFIX, f"{base}/orders"), method="POST"),), (), pinned
+        ),
+        Rule(
+            None,
+            (Match(PathMatch(PathKind.PREFIX, base), headers=(HeaderMatch("x-canary", "on"),)),),
+            (),
+            (BackendRef(CANARY),),
+        ),
+    )
+    return Route(RouteKind.HTTP_ROUTE, "shop", f"route-{index}", hostnames, rules, created=index)
+
+
+def policies(size: int) -> PolicySet:
+    """`size` routes spread evenly over HOSTNAMES names, plus a wildcard and a host-less route."""
+    routes = []
+    for i in range(size):
+        names = tuple(hostname(h) for h in range(i % HOSTNAMES, HOSTNAMES, size))
+        routes.append(route(i, names))
+    routes.append(route(size, ("*.bench.test",)))
+    routes.append(route(size + 1, ()))
+    return PolicySet(routes=tuple(routes), clusters=fleet())
+
+
+def requests(size: int, count: int, rng: random.Random) -> list[RequestHead]:
+    by_host: dict[int, list[int]] = {}
+    for i in range(size):
+        for h in range(i % HOSTNAMES, HOSTNAMES, size):
+            by_host.setdefault(h, []).append(i)
+    out = []
+    for _ in range(count):
+        h = rng.randrange(HOSTNAMES)
+        base = f"/r{rng.choice(by_host[h])}"
+        kind = rng.random()
+        method, headers, path = "GET", {}, f"{base}/api/items/{rng.randrange(1000)}"
+        if kind < 0.05:
+            path = f"/nowhere/{rng.randrange(1000)}"
+        elif kind < 0.25:
+            path = f"{base}/healthz"
+        elif kind < 0.40:
+            method, path = "POST", f"{base}/orders"
+        elif kind < 0.50:
+            headers, path = {"x-canary": "on", "accept": "*/*"}, f"{base}/profile"
+        query = "page=2&sort=asc" if kind > 0.9 else ""
+        out.append(RequestHead(method, hostname(h), path, query, headers))
+    return out
+
+
+def measure(size: int, *, decisions: int, batches: int, seed: int) -> dict[str, float]:
+    ps = policies(size)
+    inventory = table.inventory_from_clusters(ps.clusters)
+    compile_s = []
+    for _ in range(3):
+        start = time.perf_counter()
+        compiled = table.compile_table(ps, inventory, version=1)
+        compile_s.append(time.perf_counter() - start)
+    rng = random.Random(seed)
+    heads = requests(size, decisions, rng)
+    rolls = [rng.random() for _ in heads]
+    pairs = list(zip(heads, rolls, strict=True))
+    decide = matching.decide
+    for head, roll in pairs[:1000]:  # warm-up
+        decide(compiled, head, roll=roll)
+    per_decision_ns = []
+    step = len(pairs) // batches
+    for b in range(batches):
+        chunk = pairs[b * step : (b + 1) * step]
+        start_ns = time.perf_counter_ns()
+        for head, roll in chunk:
+            decide(compiled, head, roll=roll)
+        per_decision_ns.append((time.perf_counter_ns() - start_ns) / len(chunk))
+    outcomes: dict[str, int] = {}
+    for head, roll in pairs:
+        kind = type(decide(compiled, head, roll=roll)).__name__
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+    return {
+        "routes": size,
+        "hostnames": HOSTNAMES,
+        "compiled_rules": sum(len(e.rules) for e in compiled.hosts.values()),
+        "compile_s": min(compile_s),
+        "decide_median_us": statistics.median(per_decision_ns) / 1000,
+        "decide_p90_batch_us": statistics.quantiles(per_decision_ns, n=10)[-1] / 1000,
+        "outcomes": outcomes,  # type: ignore[dict-item]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--decisions", type=int, default=200_000, help="decisions per table")
+    parser.add_argument("--batches", type=int, default=50, help="timed batches per table")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rows = [
+        measure(size, decisions=args.decisions, batches=args.batches, seed=args.seed)
+        for size in SIZES
+    ]
+    flat = rows[-1]["decide_median_us"] / rows[0]["decide_median_us"]
+    report = {
+        "machine": {"python": platform.python_version(), "cpu": platform.processor()},
+        "parameters": vars(args),
+        "rows": rows,
+        "ratio_10000_to_10": flat,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{'routes':>8} {'rules/host':>10} {'compile s':>10} {'decide µs':>10} {'p90 µs':>8}")
+    for row in rows:
+        print(
+            f"{row['routes']:>8} {row['compiled_rules'] / HOSTNAMES:>10.1f} "
+            f"{row['compile_s']:>10.3f} {row['decide_median_us']:>10.2f} "
+            f"{row['decide_p90_batch_us']:>8.2f}"
+        )
+    print(f"median decision, 10,000 routes vs 10: {flat:.2f}x; written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

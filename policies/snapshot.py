@@ -1,0 +1,557 @@
+"""The snapshot wire format: RoutingTable ⇄ plain JSON-able data, with schema and checksum. Pure.
+
+Shape (schema "fleetgate.io/snapshot/v1"):
+
+    {"schema", "version", "checksum",
+     "endpoints": [{host, port, cluster, zone?, ready?}, ...],                distinct, sorted
+     "backends": {id: {service, resolved, targets: [{cluster, priority, weight, endpoints}],
+                       weight, filters...}, ...},
+     "routes": [{id, kind, created, hostnames,
+                 rules: [{id, index, backends: [{id, weight, filters...}], total_weight,
+                          invalid_backend_weight, filters..., settings,
+                          matches: [[match index, match], ...]}]}],
+     "hosts": {host: [candidate, ...]}, "wildcards": [[suffix, [...]]], "any_host": [...] | null}
+
+A candidate (a `CompiledRule`) is numbered by its place in the routes → rules → matches walk.
+Targets name endpoints by their index in "endpoints"; a rule's backend names its spread by id in
+"backends" and carries only the backendRef's own weight and filters, so `RoutingTable.backends`
+must hold every spread its rules and mirrors use (as `compile_table` guarantees). Fields at their
+default, empty lists and nulls are left out. Regexes travel as their pattern and are compiled
+again on load. The written form may share sub-objects: treat it as read-only.
+
+`checksum` is the sha256 of the canonical JSON (sorted keys, no spaces) of everything but
+"schema", "version" and "checksum": equal content gives equal checksums whatever the version, and
+the layout depends only on the table's content, never on the order documents were read in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from policies import acyclic
+from policies.errors import SnapshotError
+from policies.model import (
+    HeaderModifier,
+    Match,
+    Origin,
+    PathKind,
+    PathMatch,
+    Problem,
+    RequestRedirect,
+    ServiceRef,
+    TrafficSettings,
+    UpstreamTLS,
+    URLRewrite,
+)
+from policies.table import (
+    Backend,
+    ClusterTarget,
+    CompiledMatch,
+    CompiledRule,
+    Endpoint,
+    HostRoutes,
+    Mirror,
+    RoutingTable,
+    compile_match,
+)
+
+SCHEMA = "fleetgate.io/snapshot/v1"
+WIRE = Origin("<snapshot>", 0, 0)
+BODY_KEYS = frozenset({"endpoints", "backends", "routes", "hosts", "wildcards", "any_host"})
+
+T = TypeVar("T")
+Json = Any  # what json.loads gives back
+
+
+def dump(table: RoutingTable) -> dict[str, Json]:
+    """The wire form of `table` (raises ValueError if a rule's spread is not in table.backends)."""
+    with acyclic.paused_collector():
+        body = _Writer(table).body()
+    return {"schema": SCHEMA, "version": table.version, "checksum": _digest(body), **body}
+
+
+def checksum(table: RoutingTable) -> str:
+    """sha256 of the canonical wire form of `table`, `version` excluded."""
+    with acyclic.paused_collector():
+        return _digest(_Writer(table).body())
+
+
+def load(data: Json) -> RoutingTable:
+    """Rebuild a table from its wire form; SnapshotError on a wrong schema, checksum or shape."""
+    if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
+        seen = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
+        raise _error("schema", f"must be {SCHEMA!r}, got {seen!r}")
+    body = {k: v for k, v in data.items() if k not in ("schema", "version", "checksum")}
+    if set(body) != BODY_KEYS:
+        raise _error("", f"must have the keys {sorted(BODY_KEYS)}, got {sorted(body)}")
+    try:
+        digest = _digest(body)
+    except (TypeError, ValueError) as exc:
+        raise _error("", f"is not plain JSON data: {exc}") from exc
+    if data.get("checksum") != digest:
+        raise _error(
+            "checksum", f"must be {digest!r} for this content, got {data.get('checksum')!r}"
+        )
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _error("version", f"must be an integer, got {version!r}")
+    try:
+        with acyclic.paused_collector():
+            return _Reader(body).table(version, digest)
+    except SnapshotError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise _error("", f"malformed snapshot: {type(exc).__name__}: {exc}") from exc
+
+
+def _digest(body: Mapping[str, Json]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _error(path: str, message: str) -> SnapshotError:
+    return SnapshotError((Problem(WIRE, path or "snapshot", message),))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+class _Writer:
+    def __init__(self, table: RoutingTable) -> None:
+        self._table = table
+        self._endpoints: dict[Endpoint, int] = {}
+        self._backends: dict[int, dict[str, Json]] = {}  # id(Backend) -> encoded reference
+        self._settings: dict[TrafficSettings, Json] = {}
+
+    def body(self) -> dict[str, Json]:
+        table = self._table
+        endpoints = sorted(
+            {e for b in table.backends.values() for t in b.targets for e in t.endpoints},
+            key=lambda e: (e.cluster, e.host, e.port, e.zone or "", e.ready),
+        )
+        self._endpoints = {e: i for i, e in enumerate(endpoints)}
+        entries = [e for _, e in sorted(table.hosts.items())] + [e for _, e in table.wildcards]
+        if table.any_host is not None:
+            entries.append(table.any_host)
+        routes, numbers = self._routes(entries)
+        return {
+            "endpoints": [_plain(e) for e in endpoints],
+            "backends": {bid: self._spread(b) for bid, b in sorted(table.backends.items())},
+            "routes": routes,
+            "hosts": {h: _numbered(e, numbers) for h, e in sorted(table.hosts.items())},
+            "wildcards": [[s, _numbered(e, numbers)] for s, e in table.wildcards],
+            "any_host": None if table.any_host is None else _numbered(table.any_host, numbers),
+        }
+
+    def _routes(self, entries: list[HostRoutes]) -> tuple[list[Json], dict[int, int]]:
+        """Group every candidate by route, then rule, in order of first appearance."""
+        groups: dict[
+            tuple[str, str, int, tuple[str, ...]], dict[tuple[object, ...], list[CompiledRule]]
+        ] = {}
+        seen: set[int] = set()
+        for entry in entries:
+            for rule in entry.rules:
+                if id(rule) not in seen:
+                    seen.add(id(rule))
+                    route_key = (rule.route_id, rule.route_kind, rule.created, rule.hostnames)
+                    rules = groups.setdefault(route_key, {})
+                    rules.setdefault(_rule_key(rule), []).append(rule)
+        numbers: dict[int, int] = {}
+        routes = []
+        for (route_id, kind, created, hostnames), rules in groups.items():
+            encoded = []
+            for candidates in rules.values():
+                for rule in candidates:
+                    numbers[id(rule)] = len(numbers)
+                encoded.append(self._rule(candidates))
+            routes.append(
+                _compact(
+                    {
+                        "id": route_id,
+                        "kind": kind,
+                        "created": created,
+                        "hostnames": list(hostnames),
+                        "rules": encoded,
+                    }
+                )
+            )
+        return routes, numbers
+
+    def _rule(self, candidates: list[CompiledRule]) -> Json:
+        rule = candidates[0]
+        settings = self._settings.get(rule.settings)
+        if settings is None:
+            settings = self._settings[rule.settings] = _plain(rule.settings)
+        return _compact(
+            {
+                "id": rule.rule_id,
+                "index": rule.rule_index,
+                "backends": [self._backend_ref(b) for b in rule.backends],
+                "total_weight": rule.total_weight,
+                "invalid_backend_weight": rule.invalid_backend_weight,
+                "request_headers": _plain(rule.request_headers),
+                "response_headers": _plain(rule.response_headers),
+                "redirect": _plain(rule.redirect),
+                "rewrite": _plain(rule.rewrite),
+                "mirrors": [self._mirror(m) for m in rule.mirrors],
+                "settings": settings,
+                "matches": [[c.match_index, _match_plain(c.match.match)] for c in candidates],
+            }
+        )
+
+    def _spread(self, backend: Backend) -> Json:
+        out = dict(self._backend_ref(backend))  # the reference may be shared: copy it
+        out["service"] = _plain(backend.service)
+        out["resolved"] = backend.resolved
+        out["targets"] = [
+            _compact(
+                {
+                    "cluster": t.cluster,
+                    "priority": t.priority,
+                    "weight": t.weight,
+                    "endpoints": [self._endpoints[e] for e in t.endpoints],
+                    "tls": _plain(t.tls),
+                }
+            )
+            for t in backend.targets
+        ]
+        return out
+
+    def _backend_ref(self, backend: Backend) -> dict[str, Json]:
+        # Rules share their Backend objects (the compiler caches them): encode each once.
+        encoded = self._backends.get(id(backend))
+        if encoded is not None:
+            return encoded
+        spread = self._table.backends.get(backend.id)
+        if spread is None or (spread.service, spread.targets, spread.resolved) != (
+            backend.service,
+            backend.targets,
+            backend.resolved,
+        ):
+            raise ValueError(f"backend {backend.id!r} is not the spread table.backends holds")
+        encoded = _compact(
+            {
+                "id": backend.id,
+                "weight": backend.weight,
+                "request_headers": _plain(backend.request_headers),
+                "response_headers": _plain(backend.response_headers),
+                "rewrite": _plain(backend.rewrite),
+                "mirrors": [self._mirror(m) for m in backend.mirrors],
+            }
+        )
+        self._backends[id(backend)] = encoded
+        return encoded
+
+    def _mirror(self, mirror: Mirror) -> Json:
+        return {"backend": self._backend_ref(mirror.backend), "percent": mirror.percent}
+
+
+def _rule_key(rule: CompiledRule) -> tuple[object, ...]:
+    """What the candidates of one rule share; identities, since the compiler shares objects."""
+    return (
+        rule.rule_id,
+        rule.rule_index,
+        rule.total_weight,
+        rule.invalid_backend_weight,
+        id(rule.backends),
+        id(rule.request_headers),
+        id(rule.response_headers),
+        id(rule.redirect),
+        id(rule.rewrite),
+        id(rule.mirrors),
+        id(rule.settings),
+    )
+
+
+def _match_plain(match: Match) -> Json:
+    """`_plain(match)` for the most common value on the wire, written out for speed."""
+    out: dict[str, Json] = {"path": {"kind": match.path.kind.value, "value": match.path.value}}
+    if match.headers:
+        out["headers"] = _plain(match.headers)
+    if match.query_params:
+        out["query_params"] = _plain(match.query_params)
+    if match.method is not None:
+        out["method"] = match.method
+    return out
+
+
+def _numbered(entry: HostRoutes, numbers: dict[int, int]) -> list[int]:
+    return [numbers[id(rule)] for rule in entry.rules]
+
+
+def _compact(fields: dict[str, Json]) -> dict[str, Json]:
+    """`fields` without its empty lists and None values (the reader's defaults)."""
+    return {k: v for k, v in fields.items() if v is not None and v != []}
+
+
+_FIELDS: dict[type, tuple[tuple[str, object], ...]] = {}
+_NO_DEFAULT = object()
+
+
+def _plain(value: object) -> Json:
+    """Model dataclasses, enums and tuples as JSON values.
+
+    A dataclass field equal to its default is left out (most settings are defaults): the wire
+    form stays small and `_decode` gets the default back from the dataclass itself.
+    """
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value] if value else []
+    cls: Any = type(value)
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = tuple(
+            (f.name, _NO_DEFAULT if f.default is dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(cls)
+            if f.init
+        )
+    out = {}
+    for name, default in fields:
+        field = getattr(value, name)
+        if field is not default and field != default:
+            out[name] = _plain(field)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class _Reader:
+    def __init__(self, body: Mapping[str, Json]) -> None:
+        self._body = body
+        self._endpoints = [
+            _decode(Endpoint, e, f"endpoints[{i}]") for i, e in enumerate(body["endpoints"])
+        ]
+        self._spreads: dict[str, Backend] = {}
+        for bid, data in body["backends"].items():
+            self._spreads[bid] = self._spread(bid, data)
+        self._candidates: list[CompiledRule] = []
+        self._memo: dict[tuple[str, str], Any] = {}  # (kind, canonical JSON) -> decoded value
+        for i, route in enumerate(body["routes"]):
+            self._route(route, f"routes[{i}]")
+
+    def table(self, version: int, digest: str) -> RoutingTable:
+        body = self._body
+        any_host = body["any_host"]
+        return RoutingTable(
+            version=version,
+            hosts={h: self._entry(e, f"hosts.{h}") for h, e in body["hosts"].items()},
+            wildcards=tuple(
+                (_typed(str, s, "wildcards"), self._entry(e, "wildcards"))
+                for s, e in body["wildcards"]
+            ),
+            any_host=None if any_host is None else self._entry(any_host, "any_host"),
+            backends=self._spreads,
+            checksum=digest,
+        )
+
+    def _entry(self, numbers: list[int], where: str) -> HostRoutes:
+        return HostRoutes(tuple(self._candidates[_typed(int, n, where)] for n in numbers))
+
+    def _spread(self, bid: str, data: Mapping[str, Json]) -> Backend:
+        where = f"backends.{bid}"
+        targets = tuple(
+            ClusterTarget(
+                cluster=_typed(str, t["cluster"], f"{where}.targets"),
+                priority=_typed(int, t["priority"], f"{where}.targets"),
+                weight=_typed(int, t["weight"], f"{where}.targets"),
+                endpoints=tuple(
+                    self._endpoints[_typed(int, e, where)] for e in t.get("endpoints", [])
+                ),
+                tls=_decode(UpstreamTLS | None, t.get("tls"), f"{where}.targets.tls"),
+            )
+            for t in data.get("targets", [])
+        )
+        spread = Backend(
+            id=bid,
+            service=_decode(ServiceRef, data["service"], f"{where}.service"),
+            weight=1,
+            targets=targets,
+            resolved=_typed(bool, data["resolved"], f"{where}.resolved"),
+        )
+        return self._ref(spread, data, where)
+
+    def _ref(self, spread: Backend, data: Mapping[str, Json], where: str) -> Backend:
+        return dataclasses.replace(
+            spread,
+            weight=_typed(int, data["weight"], f"{where}.weight"),
+            request_headers=_modifiers(data, "request_headers", where),
+            response_headers=_modifiers(data, "response_headers", where),
+            rewrite=_decode(URLRewrite | None, data.get("rewrite"), f"{where}.rewrite"),
+            mirrors=self._mirrors(data, where),
+        )
+
+    def _backend(self, data: Mapping[str, Json], where: str) -> Backend:
+        key = ("backend", json.dumps(data, sort_keys=True))
+        found: Backend | None = self._memo.get(key)
+        if found is None:
+            bid = data["id"]
+            if bid not in self._spreads:
+                raise _error(f"{where}.id", f"names no entry of backends: {bid!r}")
+            found = self._memo[key] = self._ref(self._spreads[bid], data, where)
+        return found
+
+    def _mirrors(self, data: Mapping[str, Json], where: str) -> tuple[Mirror, ...]:
+        return tuple(
+            Mirror(
+                self._backend(m["backend"], f"{where}.mirrors[{i}].backend"),
+                _typed(float, m["percent"], f"{where}.mirrors[{i}].percent"),
+            )
+            for i, m in enumerate(data.get("mirrors", []))
+        )
+
+    def _route(self, data: Mapping[str, Json], where: str) -> None:
+        route_id = _typed(str, data["id"], f"{where}.id")
+        kind = _typed(str, data["kind"], f"{where}.kind")
+        created = _typed(int, data["created"], f"{where}.created")
+        hostnames = _decode(tuple[str, ...], data.get("hostnames", []), f"{where}.hostnames")
+        for i, rule in enumerate(data["rules"]):
+            at = f"{where}.rules[{i}]"
+            backends = tuple(
+                self._backend(b, f"{at}.backends[{j}]")
+                for j, b in enumerate(rule.get("backends", []))
+            )
+            request_headers = _modifiers(rule, "request_headers", at)
+            response_headers = _modifiers(rule, "response_headers", at)
+            redirect = _decode(RequestRedirect | None, rule.get("redirect"), f"{at}.redirect")
+            rewrite = _decode(URLRewrite | None, rule.get("rewrite"), f"{at}.rewrite")
+            mirrors = self._mirrors(rule, at)
+            key = ("settings", json.dumps(rule["settings"], sort_keys=True))
+            settings = self._memo.get(key)
+            if settings is None:
+                settings = _decode(TrafficSettings, rule["settings"], f"{at}.settings")
+                self._memo[key] = settings
+            for j, (match_index, match) in enumerate(rule["matches"]):
+                self._candidates.append(
+                    CompiledRule(
+                        route_id=route_id,
+                        rule_id=_typed(str, rule["id"], f"{at}.id"),
+                        rule_index=_typed(int, rule["index"], f"{at}.index"),
+                        match=_compiled(match, f"{at}.matches[{j}]"),
+                        backends=backends,
+                        total_weight=_typed(int, rule["total_weight"], f"{at}.total_weight"),
+                        request_headers=request_headers,
+                        response_headers=response_headers,
+                        redirect=redirect,
+                        rewrite=rewrite,
+                        mirrors=mirrors,
+                        settings=settings,
+                        invalid_backend_weight=_typed(
+                            int, rule["invalid_backend_weight"], f"{at}.invalid_backend_weight"
+                        ),
+                        match_index=_typed(int, match_index, f"{at}.matches[{j}]"),
+                        created=created,
+                        route_kind=kind,
+                        hostnames=hostnames,
+                    )
+                )
+
+
+def _modifiers(data: Mapping[str, Json], key: str, where: str) -> tuple[HeaderModifier, ...]:
+    modifiers: tuple[HeaderModifier, ...] = _decode(
+        tuple[HeaderModifier, ...], data.get(key, []), f"{where}.{key}"
+    )
+    return modifiers
+
+
+_PATH_KINDS = {kind.value: kind for kind in PathKind}
+
+
+def _compiled(data: Json, where: str) -> CompiledMatch:
+    match: Match | None = None
+    if type(data) is dict and data.keys() == {"path"}:  # the common case, decoded directly
+        path = data["path"]
+        if type(path) is dict and path.keys() == {"kind", "value"} and type(path["value"]) is str:
+            kind = _PATH_KINDS.get(path["kind"])
+            if kind is not None:
+                match = Match(PathMatch(kind, path["value"]))
+    if match is None:
+        match = _decode(Match, data, where)
+    try:
+        return compile_match(match)
+    except re.error as exc:
+        raise _error(where, f"invalid regular expression: {exc}") from exc
+
+
+def _typed(cls: type[T], value: Json, where: str) -> T:
+    """`value` as a `cls` (int, float, str or bool), exactly: JSON `true` is not an integer."""
+    if type(value) is cls:
+        return value
+    decoded: T = _decode_scalar(cls, value, where)
+    return decoded
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _decode(tp: Any, value: Json, where: str) -> Any:
+    """Rebuild a value of type `tp` from `_plain`'s output; SnapshotError names the bad field."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(tp)):
+            return None
+        (tp,) = options  # the model only uses `X | None`
+        origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise _error(where, f"must be a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise _error(where, f"must have {len(args)} items, got {len(value)}")
+        return tuple(
+            _decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise _error(where, f"must be one of {[m.value for m in tp]}, got {value!r}") from None
+    if dataclasses.is_dataclass(tp):
+        return _decode_dataclass(tp, value, where)
+    return _decode_scalar(tp, value, where)
+
+
+def _decode_dataclass(tp: Any, value: Json, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise _error(where, f"must be an object, got {type(value).__name__}")
+    hints = _HINTS.get(tp)
+    if hints is None:
+        hints = _HINTS[tp] = {
+            f.name: typing.get_type_hints(tp)[f.name] for f in dataclasses.fields(tp) if f.init
+        }
+    unknown = sorted(set(value) - set(hints))
+    if unknown:
+        raise _error(where, f"has unknown fields {unknown}")
+    return tp(**{k: _decode(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+
+
+_SCALARS: dict[Any, Callable[[Json], bool]] = {
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+    bool: lambda v: isinstance(v, bool),
+}
+
+
+def _decode_scalar(tp: Any, value: Json, where: str) -> Any:
+    check = _SCALARS.get(tp)
+    if check is None or not check(value):
+        name = getattr(tp, "__name__", str(tp))
+        raise _error(where, f"must be {name}, got {type(value).__name__} {value!r}")
+    return float(value) if tp is float else value
