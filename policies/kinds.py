@@ -183,10 +183,49 @@ RELEASE_SPEC = Obj(
     name="ReleaseSpec",
 )
 
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_NAME = rf"{_DNS_LABEL}(\.{_DNS_LABEL})*"
+
+
+def _dns_name(name: str) -> str | None:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return f'must be a DNS name, not an IP address (list it under "endpoints"), got "{name}"'
+    long = next((label for label in name.split(".") if len(label) > 63), None)
+    if long is not None:
+        return f'must have DNS labels of at most 63 characters, got one of {len(long)} in "{name}"'
+    return None
+
+
+DNS_NAME = Obj(
+    {
+        "hostname": Field(
+            Str(pattern=_DNS_NAME, max_length=253, check=_dns_name, hint="a lower-case DNS name"),
+            doc="Use the A and AAAA records of this name (with port).",
+        ),
+        "port": Field(PORT, doc="The port of every address the hostname has."),
+        "srv": Field(
+            Str(
+                pattern=rf"_{_DNS_LABEL}\._{_DNS_LABEL}\.{_DNS_NAME}",
+                max_length=253,
+                check=_dns_name,
+                hint='an SRV name like "_https._tcp.web.example.com"',
+            ),
+            doc="Use the SRV records of this name: their targets, ports and priorities.",
+        ),
+    },
+    name="DnsName",
+    doc="Endpoints from DNS, looked up again as their TTL runs out.",
+    choices=(Choice((("srv",), ("hostname", "port"))),),
+)
 SERVICE_PORT = Obj(
     {
         "port": Field(PORT, required=True),
         "endpoints": Field(ListOf(Str(pattern=_ENDPOINT, check=_endpoint, hint='"ip:port"'))),
+        "dns": Field(DNS_NAME, doc="Endpoints from DNS, besides or instead of the listed ones."),
     },
     name="ServicePort",
 )

@@ -28,6 +28,7 @@ from policies.kinds import KINDS, Kind
 from policies.loading_release import build_release
 from policies.loading_routes import build_route
 from policies.model import (
+    DnsName,
     HealthCheck,
     MemberCluster,
     Origin,
@@ -199,7 +200,7 @@ def _member_cluster(spec: Fields, name: str, metadata: Fields, origin: Origin) -
                 namespace=s.text("namespace", "default"),
                 name=s.text("name"),
                 ports=tuple(
-                    ServicePort(p.integer("port"), tuple(p.texts("endpoints")))
+                    ServicePort(p.integer("port"), tuple(p.texts("endpoints")), _dns(p.obj("dns")))
                     for p in s.objs("ports")
                 ),
             )
@@ -230,6 +231,12 @@ def _member_cluster(spec: Fields, name: str, metadata: Fields, origin: Origin) -
         else None,
         origin=origin,
     )
+
+
+def _dns(dns: Fields | None) -> DnsName | None:
+    if dns is None:
+        return None
+    return DnsName(dns.opt_text("hostname"), dns.opt_integer("port"), dns.opt_text("srv"))
 
 
 def _policy_set(documents: Iterator[Document] | Sequence[Document]) -> PolicySet:

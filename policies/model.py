@@ -326,9 +326,24 @@ class Route:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class DnsName:
+    """Endpoints that DNS gives: the A and AAAA records of `hostname` on `port`, or the SRV records
+    of `srv`, which carry their own ports. Exactly one of `hostname` and `srv` is set. Only the
+    controller resolves names (controller.dns); the table compiler sees the addresses it found."""
+
+    hostname: str | None = None
+    port: int | None = None  # with `hostname` only
+    srv: str | None = None  # e.g. "_https._tcp.web.east.internal"
+
+    def __str__(self) -> str:
+        return f"SRV {self.srv}" if self.srv is not None else f"{self.hostname}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ServicePort:
     port: int
     endpoints: tuple[str, ...]  # "ip:port"
+    dns: DnsName | None = None  # resolved by the controller; its addresses join `endpoints`
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -328,7 +328,8 @@ class Reader:
             elif used:
                 missing = [f for f in used[0] if f not in present]
                 if missing:
-                    self.error(here, path, f'"{used[0][0]}" needs "{missing[0]}" too')
+                    given = next(f for f in used[0] if f in present)
+                    self.error(here, path, f'"{given}" needs "{missing[0]}" too')
 
     def _check_variant(
         self,
