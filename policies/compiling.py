@@ -283,6 +283,7 @@ def _compile_rule(
     filters = resolver.filters(route, rule.filters)
     backends = tuple(resolver.backend(route, ref) for ref in rule.backend_refs if ref.weight > 0)
     rule_id = f"{route.id}#{index if rule.name is None else rule.name}"
+    hostnames = tuple(sorted(set(route.hostnames)))  # their order means nothing
     for match_index, match in enumerate(rule.matches or (Match(),)):
         try:
             compiled = compile_match(match)
@@ -307,7 +308,7 @@ def _compile_rule(
             match_index=match_index,
             created=route.created,
             route_kind=route.kind.value,
-            hostnames=route.hostnames,
+            hostnames=hostnames,
         )
 
 
