@@ -17,7 +17,11 @@ POLICY_SUFFIXES = (".yaml", ".yml")
 
 
 def read_policy_files(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[str, str]]:
-    """(display name, text) of every policy file under `paths`, sorted within each directory.
+    """(display name, text) of every policy file under `paths`, in the order the paths are given.
+
+    Within a directory, its files come first (by name), then its subdirectories' (by name), the
+    order of `os.walk`; load order matters for ties (duplicates, hostname ownership), so every
+    reader of a directory should list it the same way.
 
     Raises PolicyError listing every path that could not be read (after trying all of them).
     """

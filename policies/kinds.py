@@ -177,7 +177,13 @@ RELEASE_SPEC = Obj(
         ),
         "analysis": Field(ANALYSIS),
         "abort": Field(
-            Obj({"rampSteps": Field(ListOf(Int(0, 100)))}, name="Abort", doc="[] = at once.")
+            Obj(
+                {
+                    "rampSteps": Field(ListOf(Int(0, 100)), doc="Canary weights; [] = at once."),
+                    "rampInterval": Field(Duration(), doc="Dwell on each ramp weight (10s)."),
+                },
+                name="Abort",
+            )
         ),
     },
     name="ReleaseSpec",

@@ -10,9 +10,10 @@ Choices the documents leave open:
 * `Route.created` is `metadata.creationTimestamp` in epoch seconds when given, else the
   document's position in the load (0, 1, 2, ... across all sources in order). Precedence prefers
   older routes, so in a mixed set the documents without a timestamp count as the oldest.
-* A document with any error is left out of `LoadResult.policies`; the others load. Problems found
+* A document with any error is left out of `LoadResult.policies`; the others load. Errors found
   in a document whose fields are already wrong are still reported, except those about a field at
-  or under one that already has an error (no echoes of the first mistake).
+  or under one that already has an error (no echoes of the first mistake); its warnings are not
+  (it will not load anyway).
 * A YAML syntax error stops its file at that point; the complete documents before it still load.
 """
 
@@ -43,7 +44,7 @@ from policies.model import (
     StaticService,
     UpstreamTLS,
 )
-from policies.reading import MAX_NODES, Fields, Reader, TooLarge, origin_of, parent_path
+from policies.reading import MAX_REPEATS, Fields, Reader, TooLarge, origin_of, parent_path
 from policies.shapes import Str
 from policies.validation import Document, Refused
 
@@ -87,7 +88,8 @@ def load_documents(sources: Sequence[tuple[str, str]]) -> LoadResult:
         if item.errors:
             problems.extend(item.errors)
             later = validation.check_document(item.document, item.positions)
-            problems.extend(_not_echoes(later, item.errors))
+            errors = [p for p in later if p.severity is Severity.ERROR]
+            problems.extend(_not_echoes(errors, item.errors))
     checked = validation.check(
         _policy_set(item.document for item in good),
         {item.document.origin: item.positions for item in good},
@@ -129,7 +131,7 @@ def _load_document(
         fields = reader.read(node, kind.document, "")
     except TooLarge:
         message = (
-            f"the document is too large: more than {MAX_NODES} nodes with YAML aliases expanded"
+            f"the document is too large: YAML aliases repeat nodes more than {MAX_REPEATS} times"
         )
         problems.append(Problem(origin, "", message))
         return None

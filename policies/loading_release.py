@@ -7,6 +7,7 @@ never judged on latency alone unless the author says `successRate: {min: 0}`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from policies.loading_routes import backend_ref
@@ -21,6 +22,12 @@ from policies.model import (
     ValueKind,
 )
 from policies.reading import Fields, Reader
+
+_RAMP_INTERVAL_S = next(
+    float(f.default)  # type: ignore[arg-type]  # the model declares it a float
+    for f in dataclasses.fields(Release)
+    if f.name == "abort_ramp_interval_s"
+)
 
 
 def build_release(
@@ -43,6 +50,9 @@ def build_release(
         preview_header=_header_route(blue_green.obj("previewHeader")) if blue_green else None,
         preview_hostname=blue_green.opt_text("previewHostname") if blue_green else None,
         abort_ramp_steps=tuple(abort.integers("rampSteps")) if abort else (),
+        abort_ramp_interval_s=abort.number("rampInterval", _RAMP_INTERVAL_S)
+        if abort
+        else _RAMP_INTERVAL_S,
         origin=origin,
     )
 

@@ -35,16 +35,17 @@ from policies.shapes import (
     parse_duration,
 )
 
-# Aliases let a small file describe a huge tree ("billion laughs"); reading stops past this many
-# nodes per document, which is far beyond any real policy.
-MAX_NODES = 200_000
+# Aliases let a small file describe a huge tree ("billion laughs"). A node is read once per path
+# that reaches it, so reading stops when aliased nodes have been read again this many times in one
+# document: far beyond sharing a few backendRefs, far below an exponential blow-up.
+MAX_REPEATS = 10_000
 
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null", "timestamp")}
 
 
 class TooLarge(Exception):
-    """A document expands past MAX_NODES nodes."""
+    """A document repeats aliased nodes more than MAX_REPEATS times."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,10 +108,8 @@ class Fields:
         return [v for v in value if isinstance(v, int)] if isinstance(value, list) else []
 
     def mapping(self, key: str) -> dict[str, str]:
-        value = self.values.get(key, {})
-        if not isinstance(value, dict):
-            return {}
-        return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+        value = self.values.get(key)
+        return dict(value) if isinstance(value, dict) else {}
 
     def at(self, key: str) -> str:
         """The path of a field of this mapping."""
@@ -144,7 +143,8 @@ class Reader:
         self.file = file
         self.problems: list[Problem] = []
         self.positions: dict[str, Origin] = {}
-        self._nodes = 0
+        self._seen: set[int] = set()  # id() of nodes read; the composed tree keeps them alive
+        self._repeats = 0
         self._constructor = SafeConstructor()
 
     def error(self, node: yaml.Node | Origin, path: str, message: str) -> None:
@@ -161,9 +161,11 @@ class Reader:
 
     def read(self, node: yaml.Node, shape: Shape, path: str) -> object:
         """The converted value, or INVALID after reporting why."""
-        self._nodes += 1
-        if self._nodes > MAX_NODES:
-            raise TooLarge
+        if id(node) in self._seen:
+            self._repeats += 1
+            if self._repeats > MAX_REPEATS:
+                raise TooLarge
+        self._seen.add(id(node))
         self.positions.setdefault(path, origin_of(self.file, node))
         if isinstance(shape, Anything):
             return None
@@ -357,12 +359,7 @@ class Reader:
                 self.error(here, path, message)
 
 
-class _Invalid:
-    def __repr__(self) -> str:
-        return "INVALID"
-
-
-INVALID = _Invalid()
+INVALID = object()  # what `Reader.read` returns for a value it has reported as wrong
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -415,11 +412,36 @@ def _unknown(key: str, shape: Obj) -> str:
 
 
 def _did_you_mean(word: str, choices: Mapping[str, object] | list[str] | tuple[str, ...]) -> str:
-    by_lower = {c.lower(): c for c in choices}
-    if word.lower() in by_lower:
-        return f'; did you mean "{by_lower[word.lower()]}"?'
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f'; did you mean "{close[0]}"?' if close else ""
+    close = suggest(word, list(choices))
+    return f'; did you mean "{close}"?' if close else ""
+
+
+def suggest(word: str, choices: list[str]) -> str | None:
+    """The choice `word` most likely misspells: fewest edits (a swap counts as one), else
+    difflib's best match; None when nothing is close."""
+    best: tuple[int, str] | None = None
+    for choice in choices:
+        distance = _edits(word.lower(), choice.lower())
+        if best is None or distance < best[0]:
+            best = (distance, choice)
+    if best is not None and best[0] <= max(1, len(word) // 3):
+        return best[1]
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _edits(a: str, b: str) -> int:
+    """Optimal string alignment distance (Levenshtein plus adjacent transpositions)."""
+    rows = [list(range(len(b) + 1))]
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            row[j] = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
 
 
 def _alt(fields: tuple[str, ...]) -> str:

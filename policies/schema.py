@@ -55,6 +55,15 @@ def json_schema(kind: str | None = None) -> Json:
     return out
 
 
+def shape_schema(shape: Shape) -> Json:
+    """The schema of any one shape, with the definitions it refers to (e.g. for a CRD)."""
+    defs: dict[str, Json] = {}
+    out = _shape(shape, defs)
+    if defs:
+        out = {**out, "$defs": dict(sorted(defs.items()))}
+    return out
+
+
 def _shape(shape: Shape, defs: dict[str, Json]) -> Json:
     if isinstance(shape, Obj):
         return _obj(shape, defs)

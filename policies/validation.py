@@ -21,7 +21,6 @@ is given when a candidate discovers its services through a kubeconfig (known onl
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeVar
 
@@ -39,7 +38,7 @@ from policies.model import (
     ServiceRef,
     Severity,
 )
-from policies.reading import locate
+from policies.reading import locate, suggest
 from policies.validation_documents import Findings, check_cluster, check_release, check_route
 
 Document = Route | MemberCluster | ReferenceGrant | Release
@@ -166,8 +165,8 @@ class _Check:
         for path, ref in refs:
             for k, weight in enumerate(ref.clusters):
                 if weight.cluster not in names:
-                    close = difflib.get_close_matches(weight.cluster, names, n=1)
-                    hint = f'; did you mean "{close[0]}"?' if close else ""
+                    close = suggest(weight.cluster, names)
+                    hint = f'; did you mean "{close}"?' if close else ""
                     message = f'no MemberCluster is named "{weight.cluster}"{hint}'
                     out.error(f"{path}.clusters[{k}].name", message)
         self._add(document, out.problems)
