@@ -12,3 +12,7 @@ REGISTRY: list[Register] = []
 from fleetgate import validate  # noqa: E402  (each command module appends itself below)
 
 REGISTRY.append(validate.register)
+
+from fleetgate import explain  # noqa: E402
+
+REGISTRY.append(explain.register)

@@ -307,6 +307,18 @@ class RoutingTable:
                 dot = host.find(".", dot + 1)
         return self.any_host
 
+    def entry_for(self, host: str) -> tuple[str, HostRoutes] | None:
+        """`lookup` with the entry's name: the host, "*.suffix", or "" for the any-host entry.
+
+        The name is what `precedence_key` takes; for explanations, not the hot path.
+        """
+        if host in self.hosts:
+            return host, self.hosts[host]
+        for suffix, entry in self.wildcards:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return "*" + suffix, entry
+        return None if self.any_host is None else ("", self.any_host)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Inventory:

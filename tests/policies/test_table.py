@@ -349,6 +349,29 @@ def test_index_entries_are_complete() -> None:
     assert t.lookup("x.y.b.example.com") is t.wildcard_index[".b.example.com"]
 
 
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [
+        pytest.param("a.example.com", "a.example.com", id="exact"),
+        pytest.param("x.b.example.com", "*.b.example.com", id="longest-wildcard"),
+        pytest.param("b.example.com", "*.example.com", id="wildcard"),
+        pytest.param(".example.com", "", id="empty-label-is-not-covered"),
+        pytest.param("other.test", "", id="any-host"),
+    ],
+)
+def test_entry_for_names_the_entry_lookup_uses(host: str, name: str) -> None:
+    t = compile_routes(
+        route("a", ["a.example.com"]),
+        route("wild", ["*.example.com"]),
+        route("deep", ["*.b.example.com"]),
+        route("any", []),
+    )
+    found = t.entry_for(host)
+    assert found is not None
+    assert found == (name, t.lookup(host))
+    assert compile_routes(route("a", ["a.example.com"])).entry_for("other.test") is None
+
+
 def test_table_without_routes() -> None:
     t = compile_routes()
     assert (t.hosts, t.wildcards, t.any_host) == ({}, (), None)
