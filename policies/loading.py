@@ -49,6 +49,9 @@ from policies.shapes import Str
 from policies.validation import Document, Refused
 
 _KIND_NAMES = Str(enum=tuple(sorted(KINDS)))
+# libyaml's parser when PyYAML has it (about 5x faster); both give the same nodes and marks, but
+# their syntax error messages differ in wording.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,7 +104,7 @@ def load_documents(sources: Sequence[tuple[str, str]]) -> LoadResult:
 
 def _compose(file: str, text: str, problems: list[Problem]) -> Iterator[yaml.Node]:
     try:
-        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        for node in yaml.compose_all(text, Loader=_LOADER):
             if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
                 continue  # an empty document, e.g. after a trailing "---"
             yield node
@@ -110,11 +113,13 @@ def _compose(file: str, text: str, problems: list[Problem]) -> Iterator[yaml.Nod
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = " ".join(str(part) for part in (exc.context, exc.problem) if part)
         problems.append(Problem(Origin(file, line, column), "", f"YAML syntax error: {what}"))
-    except yaml.YAMLError as exc:  # yaml.reader.ReaderError: a character YAML does not allow
-        position = getattr(exc, "position", 0)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        position = exc.position
         line = text.count("\n", 0, position) + 1
         column = position - (text.rfind("\n", 0, position) + 1) + 1
-        problems.append(Problem(Origin(file, line, column), "", f"YAML error: {exc}"))
+        code = ord(exc.character) if isinstance(exc.character, str) else exc.character
+        message = f"YAML syntax error: character U+{code:04X} is not allowed ({exc.reason})"
+        problems.append(Problem(Origin(file, line, column), "", message))
 
 
 def _load_document(

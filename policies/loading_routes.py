@@ -213,7 +213,7 @@ class _Block:
         return self.fields.path
 
 
-def _layer(default: Fields | None, own: Fields | None, *, whole: bool) -> _Block | None:
+def _layer(*, default: Fields | None, own: Fields | None, whole: bool) -> _Block | None:
     if own is None and default is None:
         return None
     if own is None or default is None or whole:
@@ -229,7 +229,7 @@ def _settings(
     reader: Reader, defaults: Mapping[str, Fields | None], rule: Fields
 ) -> TrafficSettings:
     blocks = {
-        name: _layer(defaults.get(name), rule.obj(name), whole=name in _REPLACED_WHOLE)
+        name: _layer(default=defaults.get(name), own=rule.obj(name), whole=name in _REPLACED_WHOLE)
         for name in SETTINGS_FIELDS
     }
     affinity = _affinity(blocks["sessionAffinity"])

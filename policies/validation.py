@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from policies.model import (
     NOWHERE,
@@ -193,19 +193,20 @@ class _Check:
         grants = self._accepted(self.policies.grants)
         for route in self._accepted(self.policies.routes):
             out = self._findings(route)
-            group, kind = ROUTE_GROUPS[route.kind], route.kind.value
+            referrer = _Referrer(ROUTE_GROUPS[route.kind], route.kind.value, route.namespace)
             for path, service in _route_services(route):
-                if not _granted(grants, group, kind, route.namespace, service):
-                    out.error(path, _refusal(kind, route.namespace, service))
+                refusal = _refusal(grants, referrer, service)
+                if refusal:
+                    out.error(path, refusal)
                     self.refused.add((route.id, service))
             self._add(route, out.problems, reject=False)
         for release in self._accepted(self.policies.releases):
             out = self._findings(release)
+            referrer = _Referrer(RELEASE_GROUP, "Release", release.namespace)
             for path, ref in _release_refs(release):
-                if not _granted(grants, RELEASE_GROUP, "Release", release.namespace, ref.service):
-                    out.error(
-                        f"{path}.namespace", _refusal("Release", release.namespace, ref.service)
-                    )
+                refusal = _refusal(grants, referrer, ref.service)
+                if refusal:
+                    out.error(f"{path}.namespace", refusal)
             self._add(release, out.problems)
 
     def _targets(self) -> None:
@@ -280,22 +281,32 @@ def _route_services(route: Route) -> Iterator[tuple[str, ServiceRef]]:
                 yield f"spec.rules[{i}].backendRefs[{j}].namespace", ref.service
 
 
-def _granted(
-    grants: Iterable[ReferenceGrant], group: str, kind: str, namespace: str, service: ServiceRef
-) -> bool:
-    if service.namespace == namespace:
-        return True
-    return any(
+class _Referrer(NamedTuple):
+    """What a ReferenceGrant's `from` must name: the referring document's group, kind, namespace."""
+
+    group: str
+    kind: str
+    namespace: str
+
+
+def _refusal(
+    grants: Iterable[ReferenceGrant], referrer: _Referrer, service: ServiceRef
+) -> str | None:
+    """Why `referrer` may not use `service`, or None when it may (same namespace, or granted)."""
+    if service.namespace == referrer.namespace or any(
         grant.namespace == service.namespace
-        and grant.allows(group=group, kind=kind, from_namespace=namespace, service=service.name)
+        and grant.allows(
+            group=referrer.group,
+            kind=referrer.kind,
+            from_namespace=referrer.namespace,
+            service=service.name,
+        )
         for grant in grants
-    )
-
-
-def _refusal(kind: str, namespace: str, service: ServiceRef) -> str:
+    ):
+        return None
     return (
-        f'no ReferenceGrant in namespace "{service.namespace}" lets a {kind} in "{namespace}" '
-        f'use Service "{service.name}"'
+        f'no ReferenceGrant in namespace "{service.namespace}" lets a {referrer.kind} in '
+        f'"{referrer.namespace}" use Service "{service.name}"'
     )
 
 
