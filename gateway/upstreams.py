@@ -128,8 +128,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         settings = self.ctx.settings
         transport.set_write_buffer_limits(settings.write_high_bytes, settings.write_low_bytes)
         self.ctx.counters.upstream_open += 1

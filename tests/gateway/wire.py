@@ -35,20 +35,21 @@ class _ResponseReader:
         self.head_requests = head_requests  # per expected response: was the request HEAD
         self._headers: list[tuple[bytes, bytes]] = []
         self._body = b""
-        self._cut = False
+        self.in_body = False  # headers seen, message not complete (a close-delimited body)
 
     def on_message_begin(self) -> None:
         self._headers, self._body = [], b""
+        self.in_body = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        self.in_body = True
         if status >= 200 and self.head_requests and self.head_requests[0]:
             # httptools cannot be told a response answers HEAD: stop it at the headers.
             self._finish(status)
-            self._cut = True
             raise _HeadDone
 
     def on_body(self, body: bytes) -> None:
@@ -57,11 +58,17 @@ class _ResponseReader:
     def on_message_complete(self) -> None:
         self._finish(self.parser.get_status_code())
 
-    def _finish(self, status: int) -> None:
+    def eof(self) -> None:
+        """The connection closed: a body delimited by the close ends here."""
+        if self.in_body:
+            self._finish(self.parser.get_status_code(), keep_alive=False)
+
+    def _finish(self, status: int, *, keep_alive: bool | None = None) -> None:
+        self.in_body = False
         if status < 200:
             self.done.append(Response(status, self._headers, b"", True))
             return
-        keep = self.parser.should_keep_alive()
+        keep = self.parser.should_keep_alive() if keep_alive is None else keep_alive
         self.done.append(Response(status, self._headers, self._body, keep))
         self.head_requests.pop(0)
 
@@ -100,6 +107,7 @@ class Conn:
             while len(ready()) < count:
                 data = await self.reader.read(65536)
                 if not data:
+                    self._rx.eof()
                     break
                 self._feed(data)
         got = ready()[:count]
@@ -108,17 +116,14 @@ class Conn:
         return got
 
     def _feed(self, data: bytes) -> None:
-        if self._rx._cut:
-            # after a HEAD response the old parser still expects a body: start a new one
-            self._rx.parser = httptools.HttpResponseParser(self._rx)
-            self._rx._cut = False
         try:
             self._rx.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             if not isinstance(exc.__context__, _HeadDone):
                 raise
+            # After a HEAD response the parser still expects a body: start a new one. Bytes
+            # after the HEAD response in the same read are lost, so read HEADs one at a time.
             self._rx.parser = httptools.HttpResponseParser(self._rx)
-            self._rx._cut = False
 
     async def response(self) -> Response:
         return (await self.responses(1))[0]
