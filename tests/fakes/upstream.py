@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Callable
+from typing import cast
 
 import httptools
 from aiohttp import WSMsgType, web
@@ -100,7 +101,15 @@ def upstream_app(name: str) -> web.Application:
 
 async def serve_app(app: web.Application, host: str) -> tuple[web.AppRunner, int]:
     """Serve `app` on `host`:<ephemeral>; returns the runner (clean it up) and the port."""
-    runner = web.AppRunner(app, access_log=None, auto_decompress=False)
+    # handler_cancellation: a request the gateway gave up on (timeout) stops its handler, as
+    # the client went away; a short shutdown_timeout keeps test teardown quick.
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        auto_decompress=False,
+        handler_cancellation=True,
+        shutdown_timeout=1.0,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, 0)
     await site.start()
@@ -116,6 +125,14 @@ class SeenRequest:
     target: bytes
     headers: list[tuple[bytes, bytes]]
     body: bytes = b""
+    connection: int = 0  # which accepted connection (1, 2, ...) carried it
+    on_connection: int = 0  # its position on that connection (1 = first)
+    transport: asyncio.Transport | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def answer(self, data: bytes) -> None:
+        """Answer later (for requests `respond` left unanswered by returning None)."""
+        assert self.transport is not None
+        self.transport.write(data)
 
     def values(self, name: str) -> list[bytes]:
         key = name.lower().encode()
@@ -125,6 +142,8 @@ class SeenRequest:
         return [n for n, _ in self.headers]
 
 
+# What a RawUpstream sends back: bytes, b"" to close the connection without answering, or None
+# to leave the request unanswered (the test may call `SeenRequest.answer` later).
 Respond = Callable[[SeenRequest], bytes | None]
 
 
@@ -140,11 +159,14 @@ class _RawProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.current: SeenRequest | None = None
-        self.name = b""
+        self.number = 0
+        self.count = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        self.transport = transport = cast(asyncio.Transport, transport)
         self.server.connections += 1
+        self.number = self.server.connections
         self.server.open.add(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -159,7 +181,9 @@ class _RawProtocol(asyncio.Protocol):
             self.transport.close()
 
     def on_message_begin(self) -> None:
-        self.current = SeenRequest(b"", b"", [])
+        self.count += 1
+        self.current = SeenRequest(b"", b"", [], connection=self.number, on_connection=self.count)
+        self.current.transport = self.transport
 
     def on_url(self, url: bytes) -> None:
         assert self.current is not None
@@ -184,9 +208,9 @@ class _RawProtocol(asyncio.Protocol):
         self.server.requests.append(request)
         answer = self.server.respond(request)
         if answer is None:
-            return  # never answer
+            return  # not now (maybe never)
         self.transport.write(answer)
-        if self.server.close_after_response:
+        if not answer or self.server.close_after_response:
             self.transport.close()
 
 
