@@ -142,6 +142,7 @@ class Resolver:
         self.spreads: dict[str, Backend] = {}
         self._by_spread_key: dict[tuple[object, ...], Backend] = {}
         self._by_ref_key: dict[tuple[object, ...], Backend] = {}
+        self._tuples: dict[tuple[int, ...], tuple[Backend, ...]] = {}
 
     def backend(self, route: Route, ref: BackendRef) -> Backend:
         spread = self._spread(route, ref)
@@ -164,6 +165,11 @@ class Resolver:
             mirrors=filters.mirrors,
         )
         return found
+
+    def shared(self, backends: tuple[Backend, ...]) -> tuple[Backend, ...]:
+        """One tuple object for every rule with the same backends: the gateway reads a rule's
+        backends on every request, and a few shared tuples stay in the CPU cache."""
+        return self._tuples.setdefault(tuple(map(id, backends)), backends)
 
     def filters(self, route: Route, filters: Iterable[Filter]) -> Filters:
         """Split filters by kind, keeping their order; the first redirect and rewrite count."""
@@ -272,18 +278,31 @@ def _spread_id(ref: BackendRef) -> str:
 def compile_route(route: Route, resolver: Resolver) -> tuple[CompiledRule, ...]:
     """Every (rule, match) candidate of `route`; a rule without matches matches everything."""
     out: list[CompiledRule] = []
+    shared = _RouteFacts(
+        route.id, route.kind._value_, route.created, tuple(sorted(set(route.hostnames)))
+    )  # `_value_`, not `.value`: the property is Python code and this runs per route
     for index, rule in enumerate(route.rules):
-        out.extend(_compile_rule(route, index, rule, resolver))
+        out.extend(_compile_rule(route, shared, index, rule, resolver))
     return tuple(out)
 
 
+class _RouteFacts(NamedTuple):
+    id: str
+    kind: str
+    created: int
+    hostnames: tuple[str, ...]  # sorted: their order means nothing
+
+
 def _compile_rule(
-    route: Route, index: int, rule: Rule, resolver: Resolver
+    route: Route, facts: _RouteFacts, index: int, rule: Rule, resolver: Resolver
 ) -> Iterable[CompiledRule]:
     filters = resolver.filters(route, rule.filters)
-    backends = tuple(resolver.backend(route, ref) for ref in rule.backend_refs if ref.weight > 0)
-    rule_id = f"{route.id}#{index if rule.name is None else rule.name}"
-    hostnames = tuple(sorted(set(route.hostnames)))  # their order means nothing
+    backends = resolver.shared(
+        tuple(resolver.backend(route, ref) for ref in rule.backend_refs if ref.weight > 0)
+    )
+    total = sum(b.weight for b in backends)
+    invalid = sum(b.weight for b in backends if not b.resolved)
+    rule_id = f"{facts.id}#{index if rule.name is None else rule.name}"
     for match_index, match in enumerate(rule.matches or (Match(),)):
         try:
             compiled = compile_match(match)
@@ -292,23 +311,23 @@ def _compile_rule(
             problem = Problem(rule.origin, where, f"invalid regular expression: {exc}")
             raise PolicyError((problem,)) from exc
         yield CompiledRule(
-            route_id=route.id,
-            rule_id=rule_id,
-            rule_index=index,
-            match=compiled,
-            backends=backends,
-            total_weight=sum(b.weight for b in backends),
-            request_headers=filters.request_headers,
-            response_headers=filters.response_headers,
-            redirect=filters.redirect,
-            rewrite=filters.rewrite,
-            mirrors=filters.mirrors,
-            settings=rule.settings,
-            invalid_backend_weight=sum(b.weight for b in backends if not b.resolved),
-            match_index=match_index,
-            created=route.created,
-            route_kind=route.kind.value,
-            hostnames=hostnames,
+            facts.id,
+            rule_id,
+            index,
+            compiled,
+            backends,
+            total,
+            filters.request_headers,
+            filters.response_headers,
+            filters.redirect,
+            filters.rewrite,
+            filters.mirrors,
+            rule.settings,
+            invalid,
+            match_index,
+            facts.created,
+            facts.kind,
+            facts.hostnames,
         )
 
 

@@ -106,9 +106,11 @@ NO_ROUTE = Reject(404, "no_route")
 
 def decide(table: RoutingTable, head: RequestHead, *, roll: float) -> Decision:
     """The decision for `head`; `roll` in [0, 1) picks the backend by weight."""
-    entry = table.lookup(head.host)
+    entry = table.hosts.get(head.host)
     if entry is None:
-        return NO_ROUTE
+        entry = table.lookup(head.host)  # wildcards, then routes without hostnames
+        if entry is None:
+            return NO_ROUTE
     rule = first_match(entry, head)
     if rule is None:
         return NO_ROUTE
@@ -119,24 +121,21 @@ def first_match(entry: HostRoutes, head: RequestHead) -> CompiledRule | None:
     """The first rule of `entry` whose match holds for `head`: the winner by precedence."""
     path = head.path
     params: Mapping[str, str] | None = None
-    for rule in entry.for_path(path):
-        m = rule.match
-        # The path test is inlined (it is `path_holds`): most candidates fail here.
-        code = m.path_code
+    # The path test is inlined (it is `path_holds`): most candidates fail here.
+    for code, value, n, path_only, rule in entry.for_path(path):
         if code == PATH_PREFIX:
-            prefix = m.path_value
-            if not path.startswith(prefix):
-                continue
-            n = len(prefix)
-            if len(path) > n and path[n] != "/":
+            if not path.startswith(value) or (len(path) > n and path[n] != "/"):
                 continue
         elif code == PATH_EXACT:
-            if path != m.path_value:
+            if path != value:
                 continue
-        elif m.path_regex is None or m.path_regex.fullmatch(path) is None:
-            continue
-        if m.path_only:
+        else:
+            regex = rule.match.path_regex
+            if regex is None or regex.fullmatch(path) is None:
+                continue
+        if path_only:
             return rule
+        m = rule.match
         if m.queries and params is None:
             params = query_params(head.query)
         if conditions_hold(m, head, params):

@@ -6,22 +6,27 @@ Shape (schema "fleetgate.io/snapshot/v1"):
      "endpoints": [{host, port, cluster, zone?, ready?}, ...],                distinct, sorted
      "backends": {id: {service, resolved, targets: [{cluster, priority, weight, endpoints}],
                        weight, filters...}, ...},
-     "routes": [{id, kind, created, hostnames,
-                 rules: [{id, index, backends: [{id, weight, filters...}], total_weight,
-                          invalid_backend_weight, filters..., settings,
+     "refs": [{id, weight, filters..., mirrors: [{ref, percent}]}, ...],
+     "routes": [{id, kind, created?, hostnames?,
+                 rules: [{index, id?, backends: [ref, ...], total_weight?,
+                          invalid_backend_weight?, filters..., settings?,
                           matches: [[match index, match], ...]}]}],
      "hosts": {host: [candidate, ...]}, "wildcards": [[suffix, [...]]], "any_host": [...] | null}
 
 A candidate (a `CompiledRule`) is numbered by its place in the routes → rules → matches walk.
-Targets name endpoints by their index in "endpoints"; a rule's backend names its spread by id in
-"backends" and carries only the backendRef's own weight and filters, so `RoutingTable.backends`
-must hold every spread its rules and mirrors use (as `compile_table` guarantees). Fields at their
-default, empty lists and nulls are left out. Regexes travel as their pattern and are compiled
-again on load. The written form may share sub-objects: treat it as read-only.
+Targets name endpoints by their index in "endpoints". A backend as a rule or mirror uses it is a
+reference: its spread's id in "backends" plus the backendRef's own weight and filters, written
+once in "refs" and named by index (a reference's mirrors name earlier references only), so
+`RoutingTable.backends` must hold every spread its rules and mirrors use (as `compile_table`
+guarantees). Fields at their default, empty lists and nulls are left out, and so are a rule's id
+when it is "<route>#<index>" and its total weight when it is the sum of its backends'. Regexes
+travel as their pattern and are compiled again on load. The written form may share sub-objects:
+treat it as read-only.
 
-`checksum` is the sha256 of the canonical JSON (sorted keys, no spaces) of everything but
-"schema", "version" and "checksum": equal content gives equal checksums whatever the version, and
-the layout depends only on the table's content, never on the order documents were read in.
+`checksum` is the sha256 of the canonical JSON (sorted keys, no spaces, ASCII with \\u escapes)
+of everything but "schema", "version" and "checksum": equal content gives equal checksums
+whatever the version, and the layout depends only on the table's content, never on the order
+documents were read in.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from policies.table import (
 
 SCHEMA = "fleetgate.io/snapshot/v1"
 WIRE = Origin("<snapshot>", 0, 0)
-BODY_KEYS = frozenset({"endpoints", "backends", "routes", "hosts", "wildcards", "any_host"})
+BODY_KEYS = frozenset({"endpoints", "backends", "refs", "routes", "hosts", "wildcards", "any_host"})
 
 T = TypeVar("T")
 Json = Any  # what json.loads gives back
@@ -113,7 +118,7 @@ def load(data: Json) -> RoutingTable:
 
 
 def _digest(body: Mapping[str, Json]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -129,8 +134,11 @@ class _Writer:
     def __init__(self, table: RoutingTable) -> None:
         self._table = table
         self._endpoints: dict[Endpoint, int] = {}
-        self._backends: dict[int, dict[str, Json]] = {}  # id(Backend) -> encoded reference
+        self._refs: list[Json] = []
+        self._ref_numbers: dict[int, int] = {}  # id(Backend) -> index in refs
+        self._ref_lists: dict[int, list[int]] = {}  # id(rule.backends) -> indices in refs
         self._settings: dict[TrafficSettings, Json] = {}
+        self._settings_by_id: dict[int, Json] = {}  # the table keeps the objects alive
 
     def body(self) -> dict[str, Json]:
         table = self._table
@@ -139,13 +147,15 @@ class _Writer:
             key=lambda e: (e.cluster, e.host, e.port, e.zone or "", e.ready),
         )
         self._endpoints = {e: i for i, e in enumerate(endpoints)}
+        backends = {bid: self._spread(b) for bid, b in sorted(table.backends.items())}
         entries = [e for _, e in sorted(table.hosts.items())] + [e for _, e in table.wildcards]
         if table.any_host is not None:
             entries.append(table.any_host)
         routes, numbers = self._routes(entries)
         return {
             "endpoints": [_plain(e) for e in endpoints],
-            "backends": {bid: self._spread(b) for bid, b in sorted(table.backends.items())},
+            "backends": backends,
+            "refs": self._refs,
             "routes": routes,
             "hosts": {h: _numbered(e, numbers) for h, e in sorted(table.hosts.items())},
             "wildcards": [[s, _numbered(e, numbers)] for s, e in table.wildcards],
@@ -172,44 +182,56 @@ class _Writer:
             for candidates in rules.values():
                 for rule in candidates:
                     numbers[id(rule)] = len(numbers)
-                encoded.append(self._rule(candidates))
-            routes.append(
-                _compact(
-                    {
-                        "id": route_id,
-                        "kind": kind,
-                        "created": created,
-                        "hostnames": list(hostnames),
-                        "rules": encoded,
-                    }
-                )
-            )
+                encoded.append(self._rule(route_id, candidates))
+            route: dict[str, Json] = {"id": route_id, "kind": kind, "rules": encoded}
+            if created:
+                route["created"] = created
+            if hostnames:
+                route["hostnames"] = list(hostnames)
+            routes.append(route)
         return routes, numbers
 
-    def _rule(self, candidates: list[CompiledRule]) -> Json:
+    def _rule(self, route_id: str, candidates: list[CompiledRule]) -> Json:
         rule = candidates[0]
-        settings = self._settings.get(rule.settings)
+        out: dict[str, Json] = {
+            "index": rule.rule_index,
+            "matches": [[c.match_index, _match_plain(c.match.match)] for c in candidates],
+        }
+        # Fields equal to what the reader derives or defaults to are left out, tested one by one
+        # because this runs for every rule of the table.
+        if rule.rule_id != f"{route_id}#{rule.rule_index}":
+            out["id"] = rule.rule_id
+        if rule.backends:
+            refs = self._ref_lists.get(id(rule.backends))  # compiled rules share tuples
+            if refs is None:
+                refs = self._ref_lists[id(rule.backends)] = [self._ref(b) for b in rule.backends]
+            out["backends"] = refs
+        if rule.total_weight != sum(b.weight for b in rule.backends):
+            out["total_weight"] = rule.total_weight
+        if rule.invalid_backend_weight:
+            out["invalid_backend_weight"] = rule.invalid_backend_weight
+        if rule.request_headers:
+            out["request_headers"] = _plain(rule.request_headers)
+        if rule.response_headers:
+            out["response_headers"] = _plain(rule.response_headers)
+        if rule.redirect is not None:
+            out["redirect"] = _plain(rule.redirect)
+        if rule.rewrite is not None:
+            out["rewrite"] = _plain(rule.rewrite)
+        if rule.mirrors:
+            out["mirrors"] = [self._mirror(m) for m in rule.mirrors]
+        settings = self._settings_by_id.get(id(rule.settings))
         if settings is None:
-            settings = self._settings[rule.settings] = _plain(rule.settings)
-        return _compact(
-            {
-                "id": rule.rule_id,
-                "index": rule.rule_index,
-                "backends": [self._backend_ref(b) for b in rule.backends],
-                "total_weight": rule.total_weight,
-                "invalid_backend_weight": rule.invalid_backend_weight,
-                "request_headers": _plain(rule.request_headers),
-                "response_headers": _plain(rule.response_headers),
-                "redirect": _plain(rule.redirect),
-                "rewrite": _plain(rule.rewrite),
-                "mirrors": [self._mirror(m) for m in rule.mirrors],
-                "settings": settings,
-                "matches": [[c.match_index, _match_plain(c.match.match)] for c in candidates],
-            }
-        )
+            settings = self._settings.get(rule.settings)
+            if settings is None:
+                settings = self._settings[rule.settings] = _plain(rule.settings)
+            self._settings_by_id[id(rule.settings)] = settings
+        if settings:
+            out["settings"] = settings
+        return out
 
     def _spread(self, backend: Backend) -> Json:
-        out = dict(self._backend_ref(backend))  # the reference may be shared: copy it
+        out = self._ref_fields(backend)
         out["service"] = _plain(backend.service)
         out["resolved"] = backend.resolved
         out["targets"] = [
@@ -226,11 +248,16 @@ class _Writer:
         ]
         return out
 
-    def _backend_ref(self, backend: Backend) -> dict[str, Json]:
-        # Rules share their Backend objects (the compiler caches them): encode each once.
-        encoded = self._backends.get(id(backend))
-        if encoded is not None:
-            return encoded
+    def _ref(self, backend: Backend) -> int:
+        """The index in "refs" of `backend` (written once: rules share Backend objects)."""
+        number = self._ref_numbers.get(id(backend))
+        if number is None:
+            fields = self._ref_fields(backend)  # registers its mirrors' references first
+            number = self._ref_numbers[id(backend)] = len(self._refs)
+            self._refs.append(fields)
+        return number
+
+    def _ref_fields(self, backend: Backend) -> dict[str, Json]:
         spread = self._table.backends.get(backend.id)
         if spread is None or (spread.service, spread.targets, spread.resolved) != (
             backend.service,
@@ -238,7 +265,7 @@ class _Writer:
             backend.resolved,
         ):
             raise ValueError(f"backend {backend.id!r} is not the spread table.backends holds")
-        encoded = _compact(
+        return _compact(
             {
                 "id": backend.id,
                 "weight": backend.weight,
@@ -248,11 +275,9 @@ class _Writer:
                 "mirrors": [self._mirror(m) for m in backend.mirrors],
             }
         )
-        self._backends[id(backend)] = encoded
-        return encoded
 
     def _mirror(self, mirror: Mirror) -> Json:
-        return {"backend": self._backend_ref(mirror.backend), "percent": mirror.percent}
+        return {"ref": self._ref(mirror.backend), "percent": mirror.percent}
 
 
 def _rule_key(rule: CompiledRule) -> tuple[object, ...]:
@@ -274,7 +299,8 @@ def _rule_key(rule: CompiledRule) -> tuple[object, ...]:
 
 def _match_plain(match: Match) -> Json:
     """`_plain(match)` for the most common value on the wire, written out for speed."""
-    out: dict[str, Json] = {"path": {"kind": match.path.kind.value, "value": match.path.value}}
+    path = match.path
+    out: dict[str, Json] = {"path": {"kind": path.kind._value_, "value": path.value}}
     if match.headers:
         out["headers"] = _plain(match.headers)
     if match.query_params:
@@ -306,7 +332,7 @@ def _plain(value: object) -> Json:
     if value is None or isinstance(value, (str, int, float)):
         return value
     if isinstance(value, enum.Enum):
-        return value.value
+        return value._value_  # the `.value` property is Python code
     if isinstance(value, tuple):
         return [_plain(v) for v in value] if value else []
     cls: Any = type(value)
@@ -335,11 +361,19 @@ class _Reader:
         self._endpoints = [
             _decode(Endpoint, e, f"endpoints[{i}]") for i, e in enumerate(body["endpoints"])
         ]
-        self._spreads: dict[str, Backend] = {}
-        for bid, data in body["backends"].items():
-            self._spreads[bid] = self._spread(bid, data)
-        self._candidates: list[CompiledRule] = []
         self._memo: dict[tuple[str, str], Any] = {}  # (kind, canonical JSON) -> decoded value
+        self._tuples: dict[tuple[int, ...], tuple[Backend, ...]] = {}  # shared, as compiled
+        # Spreads first, then the references built on them (a reference's mirrors name earlier
+        # references only), then the spreads' own reference fields.
+        bare = {bid: self._bare_spread(bid, data) for bid, data in body["backends"].items()}
+        self._refs: list[Backend] = []
+        for i, data in enumerate(body["refs"]):
+            self._refs.append(self._ref(bare, data, f"refs[{i}]"))
+        self._spreads = {
+            bid: self._fields(spread, body["backends"][bid], f"backends.{bid}")
+            for bid, spread in bare.items()
+        }
+        self._candidates: list[CompiledRule] = []
         for i, route in enumerate(body["routes"]):
             self._route(route, f"routes[{i}]")
 
@@ -361,7 +395,7 @@ class _Reader:
     def _entry(self, numbers: list[int], where: str) -> HostRoutes:
         return HostRoutes(tuple(self._candidates[_typed(int, n, where)] for n in numbers))
 
-    def _spread(self, bid: str, data: Mapping[str, Json]) -> Backend:
+    def _bare_spread(self, bid: str, data: Mapping[str, Json]) -> Backend:
         where = f"backends.{bid}"
         targets = tuple(
             ClusterTarget(
@@ -375,16 +409,22 @@ class _Reader:
             )
             for t in data.get("targets", [])
         )
-        spread = Backend(
+        return Backend(
             id=bid,
             service=_decode(ServiceRef, data["service"], f"{where}.service"),
             weight=1,
             targets=targets,
             resolved=_typed(bool, data["resolved"], f"{where}.resolved"),
         )
-        return self._ref(spread, data, where)
 
-    def _ref(self, spread: Backend, data: Mapping[str, Json], where: str) -> Backend:
+    def _ref(self, bare: Mapping[str, Backend], data: Mapping[str, Json], where: str) -> Backend:
+        bid = data["id"]
+        if bid not in bare:
+            raise _error(f"{where}.id", f"names no entry of backends: {bid!r}")
+        return self._fields(bare[bid], data, where)
+
+    def _fields(self, spread: Backend, data: Mapping[str, Json], where: str) -> Backend:
+        """`spread` with the weight and filters of a reference."""
         return dataclasses.replace(
             spread,
             weight=_typed(int, data["weight"], f"{where}.weight"),
@@ -394,20 +434,10 @@ class _Reader:
             mirrors=self._mirrors(data, where),
         )
 
-    def _backend(self, data: Mapping[str, Json], where: str) -> Backend:
-        key = ("backend", json.dumps(data, sort_keys=True))
-        found: Backend | None = self._memo.get(key)
-        if found is None:
-            bid = data["id"]
-            if bid not in self._spreads:
-                raise _error(f"{where}.id", f"names no entry of backends: {bid!r}")
-            found = self._memo[key] = self._ref(self._spreads[bid], data, where)
-        return found
-
     def _mirrors(self, data: Mapping[str, Json], where: str) -> tuple[Mirror, ...]:
         return tuple(
             Mirror(
-                self._backend(m["backend"], f"{where}.mirrors[{i}].backend"),
+                self._refs[_typed(int, m["ref"], f"{where}.mirrors[{i}].ref")],
                 _typed(float, m["percent"], f"{where}.mirrors[{i}].percent"),
             )
             for i, m in enumerate(data.get("mirrors", []))
@@ -416,42 +446,47 @@ class _Reader:
     def _route(self, data: Mapping[str, Json], where: str) -> None:
         route_id = _typed(str, data["id"], f"{where}.id")
         kind = _typed(str, data["kind"], f"{where}.kind")
-        created = _typed(int, data["created"], f"{where}.created")
+        created = _typed(int, data.get("created", 0), f"{where}.created")
         hostnames = _decode(tuple[str, ...], data.get("hostnames", []), f"{where}.hostnames")
         for i, rule in enumerate(data["rules"]):
             at = f"{where}.rules[{i}]"
+            index = _typed(int, rule["index"], f"{at}.index")
             backends = tuple(
-                self._backend(b, f"{at}.backends[{j}]")
-                for j, b in enumerate(rule.get("backends", []))
+                self._refs[_typed(int, n, f"{at}.backends")] for n in rule.get("backends", [])
             )
+            backends = self._tuples.setdefault(tuple(map(id, backends)), backends)
+            rule_id = _typed(str, rule.get("id", f"{route_id}#{index}"), f"{at}.id")
+            total = rule.get("total_weight", sum(b.weight for b in backends))
+            total_weight = _typed(int, total, f"{at}.total_weight")
+            invalid = rule.get("invalid_backend_weight", 0)
+            invalid_weight = _typed(int, invalid, f"{at}.invalid_backend_weight")
             request_headers = _modifiers(rule, "request_headers", at)
             response_headers = _modifiers(rule, "response_headers", at)
             redirect = _decode(RequestRedirect | None, rule.get("redirect"), f"{at}.redirect")
             rewrite = _decode(URLRewrite | None, rule.get("rewrite"), f"{at}.rewrite")
             mirrors = self._mirrors(rule, at)
-            key = ("settings", json.dumps(rule["settings"], sort_keys=True))
+            settings_data = rule.get("settings", {})
+            key = ("settings", json.dumps(settings_data, sort_keys=True))
             settings = self._memo.get(key)
             if settings is None:
-                settings = _decode(TrafficSettings, rule["settings"], f"{at}.settings")
+                settings = _decode(TrafficSettings, settings_data, f"{at}.settings")
                 self._memo[key] = settings
             for j, (match_index, match) in enumerate(rule["matches"]):
                 self._candidates.append(
                     CompiledRule(
                         route_id=route_id,
-                        rule_id=_typed(str, rule["id"], f"{at}.id"),
-                        rule_index=_typed(int, rule["index"], f"{at}.index"),
+                        rule_id=rule_id,
+                        rule_index=index,
                         match=_compiled(match, f"{at}.matches[{j}]"),
                         backends=backends,
-                        total_weight=_typed(int, rule["total_weight"], f"{at}.total_weight"),
+                        total_weight=total_weight,
                         request_headers=request_headers,
                         response_headers=response_headers,
                         redirect=redirect,
                         rewrite=rewrite,
                         mirrors=mirrors,
                         settings=settings,
-                        invalid_backend_weight=_typed(
-                            int, rule["invalid_backend_weight"], f"{at}.invalid_backend_weight"
-                        ),
+                        invalid_backend_weight=invalid_weight,
                         match_index=_typed(int, match_index, f"{at}.matches[{j}]"),
                         created=created,
                         route_kind=kind,

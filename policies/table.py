@@ -38,6 +38,7 @@ from policies.model import (
     TrafficSettings,
     UpstreamTLS,
     URLRewrite,
+    ValueKind,
 )
 
 
@@ -99,7 +100,6 @@ class Mirror:
 
 
 PATH_EXACT, PATH_PREFIX, PATH_REGEX = 0, 1, 2
-_PATH_CODES = {PathKind.EXACT: PATH_EXACT, PathKind.PREFIX: PATH_PREFIX, PathKind.REGEX: PATH_REGEX}
 
 Condition = tuple[str, str, "re.Pattern[str] | None"]  # (name, value, compiled regex or None)
 
@@ -125,20 +125,32 @@ class CompiledMatch:
 
     def __post_init__(self) -> None:
         match = self.match
-        code = _PATH_CODES[match.path.kind]
+        kind = match.path.kind
+        # Identity tests, not a dict: an Enum's __hash__ is Python code, and this runs per match.
+        code = (
+            PATH_PREFIX
+            if kind is PathKind.PREFIX
+            else PATH_EXACT
+            if kind is PathKind.EXACT
+            else PATH_REGEX
+        )
         value = match.path.value.rstrip("/") if code == PATH_PREFIX else match.path.value
-        headers = _first_per_name(
-            [
-                (h.name.lower(), h.value, r)
-                for h, r in zip(match.headers, self.header_regexes, strict=True)
-            ]
-        )
-        queries = _first_per_name(
-            [
-                (q.name, q.value, r)
-                for q, r in zip(match.query_params, self.query_regexes, strict=True)
-            ]
-        )
+        headers: tuple[Condition, ...] = ()
+        queries: tuple[Condition, ...] = ()
+        if match.headers:
+            headers = _first_per_name(
+                [
+                    (h.name.lower(), h.value, r)
+                    for h, r in zip(match.headers, self.header_regexes, strict=True)
+                ]
+            )
+        if match.query_params:
+            queries = _first_per_name(
+                [
+                    (q.name, q.value, r)
+                    for q, r in zip(match.query_params, self.query_regexes, strict=True)
+                ]
+            )
         setattr_ = object.__setattr__
         setattr_(self, "path_code", code)
         setattr_(self, "path_value", value)
@@ -163,13 +175,13 @@ def compile_match(match: Match) -> CompiledMatch:
     return CompiledMatch(
         match=match,
         path_regex=re.compile(match.path.value) if match.path.kind is PathKind.REGEX else None,
-        header_regexes=tuple(_regex(h.kind.value, h.value) for h in match.headers),
-        query_regexes=tuple(_regex(q.kind.value, q.value) for q in match.query_params),
+        header_regexes=tuple(_regex(h.kind, h.value) for h in match.headers),
+        query_regexes=tuple(_regex(q.kind, q.value) for q in match.query_params),
     )
 
 
-def _regex(kind: str, value: str) -> re.Pattern[str] | None:
-    return re.compile(value) if kind == "RegularExpression" else None
+def _regex(kind: ValueKind, value: str) -> re.Pattern[str] | None:
+    return re.compile(value) if kind is ValueKind.REGEX else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -224,45 +236,58 @@ def precedence_key(rule: CompiledRule, host: str) -> precedence.Key | None:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HostRoutes:
-    """The rules serving one index entry, and (derived) the same rules by first path segment.
+    """The rules serving one index entry, and (derived) how `policies.matching` scans them.
 
-    `by_segment[s]` keeps, in order, the rules whose Exact or PathPrefix value starts with the
-    segment `s` plus every rule that could match any path (RegularExpression, PathPrefix "/");
+    A scan item is `(path code, path value, its length, path only?, rule)`: the path test needs
+    nothing else, so a rule that fails it costs one tuple, not a rule and its match. `by_segment[s]`
+    keeps, in order, the items of rules whose Exact or PathPrefix value starts with the segment
+    `s`, plus every rule that could match any path (RegularExpression, PathPrefix "/");
     `any_segment` holds only the latter, for paths whose first segment no rule names. A request
-    scans one short tuple however many routes share the host. Empty for small entries.
+    scans one short tuple however many routes share the host. `by_segment` is empty for small
+    entries, which are scanned whole (`scan`).
     """
 
     rules: tuple[CompiledRule, ...]  # precedence order
-    by_segment: Mapping[str, tuple[CompiledRule, ...]] = dataclasses.field(
+    scan: tuple[ScanItem, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    by_segment: Mapping[str, tuple[ScanItem, ...]] = dataclasses.field(
         init=False, repr=False, compare=False
     )
-    any_segment: tuple[CompiledRule, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    any_segment: tuple[ScanItem, ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        buckets: dict[str, list[CompiledRule]] = {}
-        generic: list[CompiledRule] = []
-        if len(self.rules) >= SEGMENT_INDEX_MIN_RULES:
-            for rule in self.rules:
-                segment = _first_segment(rule.match)
+        scan = tuple(
+            (m.path_code, m.path_value, len(m.path_value), m.path_only, rule)
+            for rule in self.rules
+            for m in (rule.match,)
+        )
+        buckets: dict[str, list[ScanItem]] = {}
+        generic: list[ScanItem] = []
+        if len(scan) >= SEGMENT_INDEX_MIN_RULES:
+            for item in scan:
+                segment = _first_segment(item[4].match)
                 if segment is None:
-                    generic.append(rule)
+                    generic.append(item)
                     for bucket in buckets.values():
-                        bucket.append(rule)
+                        bucket.append(item)
                 elif segment in buckets:
-                    buckets[segment].append(rule)
+                    buckets[segment].append(item)
                 else:
-                    buckets[segment] = [*generic, rule]
+                    buckets[segment] = [*generic, item]
+        object.__setattr__(self, "scan", scan)
         object.__setattr__(self, "by_segment", {s: tuple(b) for s, b in buckets.items()})
         object.__setattr__(self, "any_segment", tuple(generic))
 
-    def for_path(self, path: str) -> tuple[CompiledRule, ...]:
-        """The rules that may match `path`, in precedence order."""
+    def for_path(self, path: str) -> tuple[ScanItem, ...]:
+        """The scan items of the rules that may match `path`, in precedence order."""
         if not self.by_segment:
-            return self.rules
+            return self.scan
         if not path.startswith("/"):
             return self.any_segment
         end = path.find("/", 1)
         return self.by_segment.get(path[1:end] if end > 0 else path[1:], self.any_segment)
+
+
+ScanItem = tuple[int, str, int, bool, CompiledRule]
 
 
 def _first_segment(match: CompiledMatch) -> str | None:
