@@ -25,16 +25,15 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from tests.fakes import kube_discovery
 from tests.fakes.kube_store import (
     JSON,
-    KINDS,
     KINDS_BY_PATH,
     ApiError,
     Change,
     Kind,
     Store,
-    parse_field_selector,
-    parse_label_selector,
+    selectors,
     status_body,
 )
 
@@ -258,90 +257,22 @@ class KubeApiSimulator:
         return web.Response(text="ok")
 
     async def _version(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "major": "1",
-                "minor": "31",
-                "gitVersion": "v1.31.0-fleetgate-simulator",
-                "gitCommit": "0000000000000000000000000000000000000000",
-                "gitTreeState": "clean",
-                "buildDate": "2024-08-13T00:00:00Z",
-                "goVersion": "go1.22.5",
-                "compiler": "gc",
-                "platform": "linux/amd64",
-            }
-        )
+        return web.json_response(kube_discovery.VERSION)
 
     async def _core_versions(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "kind": "APIVersions",
-                "versions": ["v1"],
-                "serverAddressByClientCIDRs": [
-                    {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.host}:{self._port}"}
-                ],
-            }
-        )
+        return web.json_response(kube_discovery.core_versions(f"{self.host}:{self._port}"))
 
     async def _groups(self, request: web.Request) -> web.Response:
-        groups: dict[str, list[str]] = {}
-        for kind in KINDS:
-            if kind.group and kind.version not in groups.setdefault(kind.group, []):
-                groups[kind.group].append(kind.version)
-        body = {
-            "kind": "APIGroupList",
-            "apiVersion": "v1",
-            "groups": [
-                {
-                    "name": group,
-                    "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in versions],
-                    "preferredVersion": {
-                        "groupVersion": f"{group}/{versions[0]}",
-                        "version": versions[0],
-                    },
-                }
-                for group, versions in groups.items()
-            ],
-        }
-        return web.json_response(body)
+        return web.json_response(kube_discovery.group_list())
 
     async def _resource_list(self, request: web.Request) -> web.Response:
         group, version = request.match_info.get("group", ""), request.match_info["version"]
-        kinds = [k for k in KINDS if (k.group, k.version) == (group, version)]
-        if not kinds:
+        body = kube_discovery.resource_list(group, version)
+        if body is None:
             return _status(
                 ApiError(404, "NotFound", "the server could not find the requested resource")
             )
-        verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-        resources: list[JSON] = []
-        for kind in kinds:
-            resources.append(
-                {
-                    "name": kind.plural,
-                    "singularName": kind.kind.lower(),
-                    "namespaced": kind.namespaced,
-                    "kind": kind.kind,
-                    "verbs": verbs,
-                }
-            )
-            if kind.status_subresource:
-                resources.append(
-                    {
-                        "name": f"{kind.plural}/status",
-                        "singularName": "",
-                        "namespaced": kind.namespaced,
-                        "kind": kind.kind,
-                        "verbs": ["get", "patch", "update"],
-                    }
-                )
-        return web.json_response(
-            {
-                "kind": "APIResourceList",
-                "apiVersion": "v1",
-                "groupVersion": kinds[0].api_version,
-                "resources": resources,
-            }
-        )
+        return web.json_response(body)
 
     async def _resource(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -407,8 +338,7 @@ class KubeApiSimulator:
         stream = _WatchStream(
             kind,
             namespace,
-            parse_label_selector(query.get("labelSelector", "")),
-            parse_field_selector(query.get("fieldSelector", "")),
+            *selectors(query.get("labelSelector", ""), query.get("fieldSelector", "")),
         )
         timeout = query.get("timeoutSeconds")
         deadline = time.monotonic() + float(timeout) if timeout else None

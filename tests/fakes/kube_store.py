@@ -13,11 +13,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
-import re
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from tests.fakes import kube_patches, kube_selectors
+from tests.fakes.kube_selectors import LabelTest
 
 JSON = dict[str, Any]
 
@@ -136,8 +138,7 @@ class Store:
         field_selector: str = "",
     ) -> tuple[list[JSON], int]:
         """Matching objects sorted by (namespace, name), and the counter they are current at."""
-        labels_ok = parse_label_selector(label_selector)
-        fields_ok = parse_field_selector(field_selector)
+        labels_ok, fields_ok = selectors(label_selector, field_selector)
         items = [
             obj
             for key, obj in sorted(self._objects.items())
@@ -246,11 +247,14 @@ class Store:
         if media == "application/json-patch+json":
             if not isinstance(patch, list):
                 raise ApiError(400, "BadRequest", "json patch must be a list of operations")
-            patched = apply_json_patch(current, patch)
+            try:
+                patched = kube_patches.apply_json_patch(current, patch)
+            except ValueError as exc:
+                raise ApiError(422, "Invalid", str(exc)) from exc
         elif media in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
             if not isinstance(patch, dict):
                 raise ApiError(400, "BadRequest", "merge patch must be a JSON object")
-            patched = merge_patch(current, patch)
+            patched = kube_patches.merge_patch(current, patch)
         else:
             raise ApiError(415, "UnsupportedMediaType", f"the media type {media!r} is not served")
         if not isinstance(patched, dict):
@@ -315,6 +319,19 @@ class Store:
         return obj
 
 
+def selectors(
+    label_selector: str, field_selector: str
+) -> tuple[LabelTest, Callable[[Mapping[str, Any]], bool]]:
+    """Both selectors parsed; a bad one is a 400 as kube-apiserver answers it."""
+    try:
+        return (
+            kube_selectors.parse_label_selector(label_selector),
+            kube_selectors.parse_field_selector(field_selector),
+        )
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", str(exc)) from exc
+
+
 def _key(kind: Kind, namespace: str | None, name: str) -> Key:
     return (kind.group, kind.version, kind.plural, namespace or "", name)
 
@@ -356,172 +373,3 @@ def _check_namespace(kind: Kind, namespace: str | None, meta: Mapping[str, Any])
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# -- selectors -------------------------------------------------------------------------------
-
-_LABEL_KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
-_SET_TERM = re.compile(rf"\s*({_LABEL_KEY})\s+(in|notin)\s+\(([^)]*)\)\s*")
-_BINARY_TERM = re.compile(rf"\s*({_LABEL_KEY})\s*(==|!=|=)\s*([-A-Za-z0-9_.]*)\s*")
-_EXISTS_TERM = re.compile(rf"\s*(!?)\s*({_LABEL_KEY})\s*")
-
-LabelTest = Callable[[Mapping[str, str]], bool]
-Requirement = tuple[
-    str, str, frozenset[str]
-]  # (key, "in" | "notin" | "exists" | "!exists", values)
-
-
-def parse_label_selector(text: str) -> LabelTest:
-    """`a=b,c!=d,e in (x,y),f notin (z),g,!h` as kube-apiserver reads it (400 when unparsable)."""
-    requirements: list[Requirement] = []
-    for term in _split_terms(text):
-        if not term.strip():
-            continue
-        if m := _SET_TERM.fullmatch(term):
-            values = frozenset(v.strip() for v in m.group(4).split(",") if v.strip())
-            requirements.append((m.group(1), m.group(3), values))
-        elif m := _BINARY_TERM.fullmatch(term):
-            op = "notin" if m.group(3) == "!=" else "in"
-            requirements.append((m.group(1), op, frozenset({m.group(4)})))
-        elif m := _EXISTS_TERM.fullmatch(term):
-            op = "!exists" if m.group(1) == "!" else "exists"
-            requirements.append((m.group(2), op, frozenset()))
-        else:
-            raise ApiError(400, "BadRequest", f"unable to parse requirement: {term.strip()!r}")
-    return lambda labels: all(_satisfies(labels, r) for r in requirements)
-
-
-def _satisfies(labels: Mapping[str, str], requirement: Requirement) -> bool:
-    key, op, values = requirement
-    if op == "in":
-        return labels.get(key) in values
-    if op == "notin":  # a missing label satisfies != and notin
-        return labels.get(key) not in values
-    return (key in labels) == (op == "exists")
-
-
-FieldTest = tuple[str, bool, str]  # (metadata attribute, equal?, value)
-
-
-def parse_field_selector(text: str) -> Callable[[Mapping[str, Any]], bool]:
-    """Only `metadata.name` and `metadata.namespace` (=, ==, !=), like most resources serve."""
-    tests: list[FieldTest] = []
-    for term in _split_terms(text):
-        if not term.strip():
-            continue
-        m = re.fullmatch(r"\s*([A-Za-z.]+)\s*(==|!=|=)\s*([^,]*?)\s*", term)
-        if m is None:
-            raise ApiError(400, "BadRequest", f"invalid field selector: {term.strip()!r}")
-        field, op, value = m.groups()
-        if field not in ("metadata.name", "metadata.namespace"):
-            raise ApiError(400, "BadRequest", f'field label not supported: "{field}"')
-        tests.append((field.split(".")[1], op != "!=", value))
-    return lambda obj: all(
-        (_metadata(obj).get(attr, "") == value) == equal for attr, equal, value in tests
-    )
-
-
-def _split_terms(text: str) -> list[str]:
-    """Split on commas outside parentheses."""
-    terms, depth, start = [], 0, 0
-    for i, char in enumerate(text):
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            terms.append(text[start:i])
-            start = i + 1
-    terms.append(text[start:])
-    return terms
-
-
-# -- patches ---------------------------------------------------------------------------------
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: null deletes, objects merge, everything else replaces."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def apply_json_patch(doc: JSON, operations: list[Any]) -> Any:
-    """RFC 6902 JSON patch (add, remove, replace, move, copy, test); 422 on any failed op."""
-    result: Any = copy.deepcopy(doc)
-    for op in operations:
-        try:
-            result = _apply_op(result, op)
-        except (KeyError, IndexError, ValueError, TypeError) as exc:
-            raise ApiError(422, "Invalid", f"json patch operation {op!r} failed: {exc}") from exc
-    return result
-
-
-def _apply_op(doc: Any, op: Mapping[str, Any]) -> Any:
-    name, path = op["op"], _pointer(op["path"])
-    if name == "test":
-        if _get(doc, path) != op["value"]:
-            raise ValueError("test failed")
-        return doc
-    if name in ("move", "copy"):
-        source = _pointer(op["from"])
-        value = copy.deepcopy(_get(doc, source))
-        if name == "move":
-            doc = _remove(doc, source)
-        return _add(doc, path, value)
-    if name == "remove":
-        return _remove(doc, path)
-    if name == "replace":
-        _get(doc, path)  # must exist
-        return _add(_remove(doc, path), path, copy.deepcopy(op["value"]))
-    if name == "add":
-        return _add(doc, path, copy.deepcopy(op["value"]))
-    raise ValueError(f"unknown op {name!r}")
-
-
-def _pointer(text: str) -> list[str]:
-    if text == "":
-        return []
-    if not text.startswith("/"):
-        raise ValueError(f"bad JSON pointer {text!r}")
-    return [part.replace("~1", "/").replace("~0", "~") for part in text[1:].split("/")]
-
-
-def _get(doc: Any, path: list[str]) -> Any:
-    for token in path:
-        doc = doc[int(token)] if isinstance(doc, list) else doc[token]
-    return doc
-
-
-def _add(doc: Any, path: list[str], value: Any) -> Any:
-    if not path:
-        return value
-    parent = _get(doc, path[:-1])
-    token = path[-1]
-    if isinstance(parent, list):
-        index = len(parent) if token == "-" else int(token)
-        if not 0 <= index <= len(parent):
-            raise IndexError(f"index {index} out of range")
-        parent.insert(index, value)
-    elif isinstance(parent, dict):
-        parent[token] = value
-    else:
-        raise TypeError("parent is not a container")
-    return doc
-
-
-def _remove(doc: Any, path: list[str]) -> Any:
-    if not path:
-        raise ValueError("cannot remove the whole document")
-    parent = _get(doc, path[:-1])
-    if isinstance(parent, list):
-        del parent[int(path[-1])]
-    else:
-        del parent[path[-1]]
-    return doc
