@@ -1,0 +1,64 @@
+"""Pure header work: hop-by-hop rules, Host parsing, local replies, modifiers on bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway import headers as h
+from gateway.routing import HeaderView
+from policies.model import HeaderModifier
+
+
+def test_connection_tokens_name_extra_hop_by_hop_headers() -> None:
+    tokens = h.connection_tokens([b"keep-alive, X-Foo", b" Upgrade ,,close", b"x-BAR"])
+    assert tokens == {b"keep-alive", b"x-foo", b"upgrade", b"close", b"x-bar"}
+    assert h.named_by_connection(tokens) == {b"x-foo", b"x-bar"}
+
+
+def test_drop_named_compares_case_insensitively_and_keeps_order() -> None:
+    headers = [(b"X-Foo", b"1"), (b"Accept", b"*/*"), (b"x-foo", b"2"), (b"Via", b"a")]
+    assert h.drop_named(headers, {b"x-foo"}) == [(b"Accept", b"*/*"), (b"Via", b"a")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "host"),
+    [
+        pytest.param(b"Shop.Test", "shop.test", id="case"),
+        pytest.param(b"shop.test:8080", "shop.test", id="port"),
+        pytest.param(b"[::1]:8080", "[::1]", id="ipv6-port"),
+        pytest.param(b"[::1]", "[::1]", id="ipv6"),
+        pytest.param(b" shop.test ", "shop.test", id="spaces"),
+    ],
+)
+def test_routing_host(raw: bytes, host: str) -> None:
+    assert h.host_of(raw) == host
+
+
+def test_local_reply_is_complete_and_says_why() -> None:
+    reply = h.local_reply(503, "no_healthy_backend", close=True, request_id=b"rid-1")
+    head, body = reply.split(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"\r\nx-gateway-reason: no_healthy_backend" in head
+    assert b"\r\nx-request-id: rid-1" in head
+    assert b"\r\nconnection: close" in head
+    assert b"\r\ncontent-length: %d" % len(body) in head
+    assert body == b"no_healthy_backend\n"
+
+
+def test_local_reply_to_head_has_no_body() -> None:
+    reply = h.local_reply(404, "no_route", close=False, head=True)
+    assert reply.endswith(b"\r\n\r\n")
+    assert b"content-length: 9" in reply
+
+
+def test_modifiers_on_bytes_keep_every_other_byte() -> None:
+    headers = [(b"X-Raw", b"caf\xe9"), (b"X-Env", b"dev")]
+    edited = h.apply_modifiers(headers, [HeaderModifier(set=(("x-env", "prod"),))])
+    assert edited == [(b"X-Raw", b"caf\xe9"), (b"x-env", b"prod")]
+
+
+def test_header_view_joins_repeats_and_lower_cases_names() -> None:
+    view = HeaderView([(b"X-Tag", b"a"), (b"x-tag", b"b"), (b"Accept", b"*/*")], b"Shop.Test")
+    assert dict(view) == {"host": "Shop.Test", "x-tag": "a,b", "accept": "*/*"}
+    assert "x-tag" in view
+    assert len(view) == 3
