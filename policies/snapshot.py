@@ -32,24 +32,19 @@ documents were read in.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import hashlib
 import json
 import re
-import types
-import typing
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-from policies import acyclic
+from policies import acyclic, wire
 from policies.errors import SnapshotError
 from policies.model import (
     HeaderModifier,
     Match,
-    Origin,
     PathKind,
     PathMatch,
-    Problem,
     RequestRedirect,
     ServiceRef,
     TrafficSettings,
@@ -69,11 +64,9 @@ from policies.table import (
 )
 
 SCHEMA = "fleetgate.io/snapshot/v1"
-WIRE = Origin("<snapshot>", 0, 0)
 BODY_KEYS = frozenset({"endpoints", "backends", "refs", "routes", "hosts", "wildcards", "any_host"})
 
-T = TypeVar("T")
-Json = Any  # what json.loads gives back
+Json = wire.Json
 
 
 def dump(table: RoutingTable) -> dict[str, Json]:
@@ -93,37 +86,33 @@ def load(data: Json) -> RoutingTable:
     """Rebuild a table from its wire form; SnapshotError on a wrong schema, checksum or shape."""
     if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
         seen = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
-        raise _error("schema", f"must be {SCHEMA!r}, got {seen!r}")
+        raise wire.error("schema", f"must be {SCHEMA!r}, got {seen!r}")
     body = {k: v for k, v in data.items() if k not in ("schema", "version", "checksum")}
     if set(body) != BODY_KEYS:
-        raise _error("", f"must have the keys {sorted(BODY_KEYS)}, got {sorted(body)}")
+        raise wire.error("", f"must have the keys {sorted(BODY_KEYS)}, got {sorted(body)}")
     try:
         digest = _digest(body)
     except (TypeError, ValueError) as exc:
-        raise _error("", f"is not plain JSON data: {exc}") from exc
+        raise wire.error("", f"is not plain JSON data: {exc}") from exc
     if data.get("checksum") != digest:
-        raise _error(
+        raise wire.error(
             "checksum", f"must be {digest!r} for this content, got {data.get('checksum')!r}"
         )
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise _error("version", f"must be an integer, got {version!r}")
+        raise wire.error("version", f"must be an integer, got {version!r}")
     try:
         with acyclic.paused_collector():
             return _Reader(body).table(version, digest)
     except SnapshotError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise _error("", f"malformed snapshot: {type(exc).__name__}: {exc}") from exc
+        raise wire.error("", f"malformed snapshot: {type(exc).__name__}: {exc}") from exc
 
 
 def _digest(body: Mapping[str, Json]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _error(path: str, message: str) -> SnapshotError:
-    return SnapshotError((Problem(WIRE, path or "snapshot", message),))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +142,7 @@ class _Writer:
             entries.append(table.any_host)
         routes, numbers = self._routes(entries)
         return {
-            "endpoints": [_plain(e) for e in endpoints],
+            "endpoints": [wire.plain(e) for e in endpoints],
             "backends": backends,
             "refs": self._refs,
             "routes": routes,
@@ -195,7 +184,7 @@ class _Writer:
         rule = candidates[0]
         out: dict[str, Json] = {
             "index": rule.rule_index,
-            "matches": [[c.match_index, _match_plain(c.match.match)] for c in candidates],
+            "matches": [[c.match_index, wire.plain_match(c.match.match)] for c in candidates],
         }
         # Fields equal to what the reader derives or defaults to are left out, tested one by one
         # because this runs for every rule of the table.
@@ -211,20 +200,20 @@ class _Writer:
         if rule.invalid_backend_weight:
             out["invalid_backend_weight"] = rule.invalid_backend_weight
         if rule.request_headers:
-            out["request_headers"] = _plain(rule.request_headers)
+            out["request_headers"] = wire.plain(rule.request_headers)
         if rule.response_headers:
-            out["response_headers"] = _plain(rule.response_headers)
+            out["response_headers"] = wire.plain(rule.response_headers)
         if rule.redirect is not None:
-            out["redirect"] = _plain(rule.redirect)
+            out["redirect"] = wire.plain(rule.redirect)
         if rule.rewrite is not None:
-            out["rewrite"] = _plain(rule.rewrite)
+            out["rewrite"] = wire.plain(rule.rewrite)
         if rule.mirrors:
             out["mirrors"] = [self._mirror(m) for m in rule.mirrors]
         settings = self._settings_by_id.get(id(rule.settings))
         if settings is None:
             settings = self._settings.get(rule.settings)
             if settings is None:
-                settings = self._settings[rule.settings] = _plain(rule.settings)
+                settings = self._settings[rule.settings] = wire.plain(rule.settings)
             self._settings_by_id[id(rule.settings)] = settings
         if settings:
             out["settings"] = settings
@@ -232,16 +221,16 @@ class _Writer:
 
     def _spread(self, backend: Backend) -> Json:
         out = self._ref_fields(backend)
-        out["service"] = _plain(backend.service)
+        out["service"] = wire.plain(backend.service)
         out["resolved"] = backend.resolved
         out["targets"] = [
-            _compact(
+            wire.compact(
                 {
                     "cluster": t.cluster,
                     "priority": t.priority,
                     "weight": t.weight,
                     "endpoints": [self._endpoints[e] for e in t.endpoints],
-                    "tls": _plain(t.tls),
+                    "tls": wire.plain(t.tls),
                 }
             )
             for t in backend.targets
@@ -265,13 +254,13 @@ class _Writer:
             backend.resolved,
         ):
             raise ValueError(f"backend {backend.id!r} is not the spread table.backends holds")
-        return _compact(
+        return wire.compact(
             {
                 "id": backend.id,
                 "weight": backend.weight,
-                "request_headers": _plain(backend.request_headers),
-                "response_headers": _plain(backend.response_headers),
-                "rewrite": _plain(backend.rewrite),
+                "request_headers": wire.plain(backend.request_headers),
+                "response_headers": wire.plain(backend.response_headers),
+                "rewrite": wire.plain(backend.rewrite),
                 "mirrors": [self._mirror(m) for m in backend.mirrors],
             }
         )
@@ -297,58 +286,8 @@ def _rule_key(rule: CompiledRule) -> tuple[object, ...]:
     )
 
 
-def _match_plain(match: Match) -> Json:
-    """`_plain(match)` for the most common value on the wire, written out for speed."""
-    path = match.path
-    out: dict[str, Json] = {"path": {"kind": path.kind._value_, "value": path.value}}
-    if match.headers:
-        out["headers"] = _plain(match.headers)
-    if match.query_params:
-        out["query_params"] = _plain(match.query_params)
-    if match.method is not None:
-        out["method"] = match.method
-    return out
-
-
 def _numbered(entry: HostRoutes, numbers: dict[int, int]) -> list[int]:
     return [numbers[id(rule)] for rule in entry.rules]
-
-
-def _compact(fields: dict[str, Json]) -> dict[str, Json]:
-    """`fields` without its empty lists and None values (the reader's defaults)."""
-    return {k: v for k, v in fields.items() if v is not None and v != []}
-
-
-_FIELDS: dict[type, tuple[tuple[str, object], ...]] = {}
-_NO_DEFAULT = object()
-
-
-def _plain(value: object) -> Json:
-    """Model dataclasses, enums and tuples as JSON values.
-
-    A dataclass field equal to its default is left out (most settings are defaults): the wire
-    form stays small and `_decode` gets the default back from the dataclass itself.
-    """
-    if value is None or isinstance(value, (str, int, float)):
-        return value
-    if isinstance(value, enum.Enum):
-        return value._value_  # the `.value` property is Python code
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value] if value else []
-    cls: Any = type(value)
-    fields = _FIELDS.get(cls)
-    if fields is None:
-        fields = _FIELDS[cls] = tuple(
-            (f.name, _NO_DEFAULT if f.default is dataclasses.MISSING else f.default)
-            for f in dataclasses.fields(cls)
-            if f.init
-        )
-    out = {}
-    for name, default in fields:
-        field = getattr(value, name)
-        if field is not default and field != default:
-            out[name] = _plain(field)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,7 +298,7 @@ class _Reader:
     def __init__(self, body: Mapping[str, Json]) -> None:
         self._body = body
         self._endpoints = [
-            _decode(Endpoint, e, f"endpoints[{i}]") for i, e in enumerate(body["endpoints"])
+            wire.decode(Endpoint, e, f"endpoints[{i}]") for i, e in enumerate(body["endpoints"])
         ]
         self._memo: dict[tuple[str, str], Any] = {}  # (kind, canonical JSON) -> decoded value
         self._tuples: dict[tuple[int, ...], tuple[Backend, ...]] = {}  # shared, as compiled
@@ -384,7 +323,7 @@ class _Reader:
             version=version,
             hosts={h: self._entry(e, f"hosts.{h}") for h, e in body["hosts"].items()},
             wildcards=tuple(
-                (_typed(str, s, "wildcards"), self._entry(e, "wildcards"))
+                (wire.typed(str, s, "wildcards"), self._entry(e, "wildcards"))
                 for s, e in body["wildcards"]
             ),
             any_host=None if any_host is None else self._entry(any_host, "any_host"),
@@ -393,83 +332,83 @@ class _Reader:
         )
 
     def _entry(self, numbers: list[int], where: str) -> HostRoutes:
-        return HostRoutes(tuple(self._candidates[_typed(int, n, where)] for n in numbers))
+        return HostRoutes(tuple(self._candidates[wire.typed(int, n, where)] for n in numbers))
 
     def _bare_spread(self, bid: str, data: Mapping[str, Json]) -> Backend:
         where = f"backends.{bid}"
         targets = tuple(
             ClusterTarget(
-                cluster=_typed(str, t["cluster"], f"{where}.targets"),
-                priority=_typed(int, t["priority"], f"{where}.targets"),
-                weight=_typed(int, t["weight"], f"{where}.targets"),
+                cluster=wire.typed(str, t["cluster"], f"{where}.targets"),
+                priority=wire.typed(int, t["priority"], f"{where}.targets"),
+                weight=wire.typed(int, t["weight"], f"{where}.targets"),
                 endpoints=tuple(
-                    self._endpoints[_typed(int, e, where)] for e in t.get("endpoints", [])
+                    self._endpoints[wire.typed(int, e, where)] for e in t.get("endpoints", [])
                 ),
-                tls=_decode(UpstreamTLS | None, t.get("tls"), f"{where}.targets.tls"),
+                tls=wire.decode(UpstreamTLS | None, t.get("tls"), f"{where}.targets.tls"),
             )
             for t in data.get("targets", [])
         )
         return Backend(
             id=bid,
-            service=_decode(ServiceRef, data["service"], f"{where}.service"),
+            service=wire.decode(ServiceRef, data["service"], f"{where}.service"),
             weight=1,
             targets=targets,
-            resolved=_typed(bool, data["resolved"], f"{where}.resolved"),
+            resolved=wire.typed(bool, data["resolved"], f"{where}.resolved"),
         )
 
     def _ref(self, bare: Mapping[str, Backend], data: Mapping[str, Json], where: str) -> Backend:
         bid = data["id"]
         if bid not in bare:
-            raise _error(f"{where}.id", f"names no entry of backends: {bid!r}")
+            raise wire.error(f"{where}.id", f"names no entry of backends: {bid!r}")
         return self._fields(bare[bid], data, where)
 
     def _fields(self, spread: Backend, data: Mapping[str, Json], where: str) -> Backend:
         """`spread` with the weight and filters of a reference."""
         return dataclasses.replace(
             spread,
-            weight=_typed(int, data["weight"], f"{where}.weight"),
+            weight=wire.typed(int, data["weight"], f"{where}.weight"),
             request_headers=_modifiers(data, "request_headers", where),
             response_headers=_modifiers(data, "response_headers", where),
-            rewrite=_decode(URLRewrite | None, data.get("rewrite"), f"{where}.rewrite"),
+            rewrite=wire.decode(URLRewrite | None, data.get("rewrite"), f"{where}.rewrite"),
             mirrors=self._mirrors(data, where),
         )
 
     def _mirrors(self, data: Mapping[str, Json], where: str) -> tuple[Mirror, ...]:
         return tuple(
             Mirror(
-                self._refs[_typed(int, m["ref"], f"{where}.mirrors[{i}].ref")],
-                _typed(float, m["percent"], f"{where}.mirrors[{i}].percent"),
+                self._refs[wire.typed(int, m["ref"], f"{where}.mirrors[{i}].ref")],
+                wire.typed(float, m["percent"], f"{where}.mirrors[{i}].percent"),
             )
             for i, m in enumerate(data.get("mirrors", []))
         )
 
     def _route(self, data: Mapping[str, Json], where: str) -> None:
-        route_id = _typed(str, data["id"], f"{where}.id")
-        kind = _typed(str, data["kind"], f"{where}.kind")
-        created = _typed(int, data.get("created", 0), f"{where}.created")
-        hostnames = _decode(tuple[str, ...], data.get("hostnames", []), f"{where}.hostnames")
+        route_id = wire.typed(str, data["id"], f"{where}.id")
+        kind = wire.typed(str, data["kind"], f"{where}.kind")
+        created = wire.typed(int, data.get("created", 0), f"{where}.created")
+        hostnames = wire.decode(tuple[str, ...], data.get("hostnames", []), f"{where}.hostnames")
         for i, rule in enumerate(data["rules"]):
             at = f"{where}.rules[{i}]"
-            index = _typed(int, rule["index"], f"{at}.index")
+            index = wire.typed(int, rule["index"], f"{at}.index")
             backends = tuple(
-                self._refs[_typed(int, n, f"{at}.backends")] for n in rule.get("backends", [])
+                self._refs[wire.typed(int, n, f"{at}.backends")] for n in rule.get("backends", [])
             )
             backends = self._tuples.setdefault(tuple(map(id, backends)), backends)
-            rule_id = _typed(str, rule.get("id", f"{route_id}#{index}"), f"{at}.id")
+            rule_id = wire.typed(str, rule.get("id", f"{route_id}#{index}"), f"{at}.id")
             total = rule.get("total_weight", sum(b.weight for b in backends))
-            total_weight = _typed(int, total, f"{at}.total_weight")
+            total_weight = wire.typed(int, total, f"{at}.total_weight")
             invalid = rule.get("invalid_backend_weight", 0)
-            invalid_weight = _typed(int, invalid, f"{at}.invalid_backend_weight")
+            invalid_weight = wire.typed(int, invalid, f"{at}.invalid_backend_weight")
             request_headers = _modifiers(rule, "request_headers", at)
             response_headers = _modifiers(rule, "response_headers", at)
-            redirect = _decode(RequestRedirect | None, rule.get("redirect"), f"{at}.redirect")
-            rewrite = _decode(URLRewrite | None, rule.get("rewrite"), f"{at}.rewrite")
+            redirect = wire.decode(RequestRedirect | None, rule.get("redirect"), f"{at}.redirect")
+            rewrite = wire.decode(URLRewrite | None, rule.get("rewrite"), f"{at}.rewrite")
             mirrors = self._mirrors(rule, at)
             settings_data = rule.get("settings", {})
             key = ("settings", json.dumps(settings_data, sort_keys=True))
             settings = self._memo.get(key)
             if settings is None:
-                settings = _decode(TrafficSettings, settings_data, f"{at}.settings")
+                settings = wire.decode(TrafficSettings, settings_data, f"{at}.settings")
                 self._memo[key] = settings
             for j, (match_index, match) in enumerate(rule["matches"]):
                 self._candidates.append(
@@ -487,7 +426,7 @@ class _Reader:
                         mirrors=mirrors,
                         settings=settings,
                         invalid_backend_weight=invalid_weight,
-                        match_index=_typed(int, match_index, f"{at}.matches[{j}]"),
+                        match_index=wire.typed(int, match_index, f"{at}.matches[{j}]"),
                         created=created,
                         route_kind=kind,
                         hostnames=hostnames,
@@ -496,7 +435,7 @@ class _Reader:
 
 
 def _modifiers(data: Mapping[str, Json], key: str, where: str) -> tuple[HeaderModifier, ...]:
-    modifiers: tuple[HeaderModifier, ...] = _decode(
+    modifiers: tuple[HeaderModifier, ...] = wire.decode(
         tuple[HeaderModifier, ...], data.get(key, []), f"{where}.{key}"
     )
     return modifiers
@@ -514,79 +453,8 @@ def _compiled(data: Json, where: str) -> CompiledMatch:
             if kind is not None:
                 match = Match(PathMatch(kind, path["value"]))
     if match is None:
-        match = _decode(Match, data, where)
+        match = wire.decode(Match, data, where)
     try:
         return compile_match(match)
     except re.error as exc:
-        raise _error(where, f"invalid regular expression: {exc}") from exc
-
-
-def _typed(cls: type[T], value: Json, where: str) -> T:
-    """`value` as a `cls` (int, float, str or bool), exactly: JSON `true` is not an integer."""
-    if type(value) is cls:
-        return value
-    decoded: T = _decode_scalar(cls, value, where)
-    return decoded
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _decode(tp: Any, value: Json, where: str) -> Any:
-    """Rebuild a value of type `tp` from `_plain`'s output; SnapshotError names the bad field."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None and len(options) < len(typing.get_args(tp)):
-            return None
-        (tp,) = options  # the model only uses `X | None`
-        origin = typing.get_origin(tp)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise _error(where, f"must be a list, got {type(value).__name__}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise _error(where, f"must have {len(args)} items, got {len(value)}")
-        return tuple(
-            _decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
-        )
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            raise _error(where, f"must be one of {[m.value for m in tp]}, got {value!r}") from None
-    if dataclasses.is_dataclass(tp):
-        return _decode_dataclass(tp, value, where)
-    return _decode_scalar(tp, value, where)
-
-
-def _decode_dataclass(tp: Any, value: Json, where: str) -> Any:
-    if not isinstance(value, dict):
-        raise _error(where, f"must be an object, got {type(value).__name__}")
-    hints = _HINTS.get(tp)
-    if hints is None:
-        hints = _HINTS[tp] = {
-            f.name: typing.get_type_hints(tp)[f.name] for f in dataclasses.fields(tp) if f.init
-        }
-    unknown = sorted(set(value) - set(hints))
-    if unknown:
-        raise _error(where, f"has unknown fields {unknown}")
-    return tp(**{k: _decode(hints[k], v, f"{where}.{k}") for k, v in value.items()})
-
-
-_SCALARS: dict[Any, Callable[[Json], bool]] = {
-    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-    float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    str: lambda v: isinstance(v, str),
-    bool: lambda v: isinstance(v, bool),
-}
-
-
-def _decode_scalar(tp: Any, value: Json, where: str) -> Any:
-    check = _SCALARS.get(tp)
-    if check is None or not check(value):
-        name = getattr(tp, "__name__", str(tp))
-        raise _error(where, f"must be {name}, got {type(value).__name__} {value!r}")
-    return float(value) if tp is float else value
+        raise wire.error(where, f"invalid regular expression: {exc}") from exc
