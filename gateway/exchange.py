@@ -15,6 +15,7 @@ connection stops reading, so at most one read's worth is buffered.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from httptools import parse_url
@@ -22,7 +23,7 @@ from httptools import parse_url
 from gateway import headers as h
 from gateway.errors import UpstreamConnectError
 from gateway.routing import HeaderView
-from policies.matching import Forward, Redirect, RequestHead
+from policies.matching import Decision, Forward, Redirect, RequestHead
 from policies.model import HeaderModifier
 from policies.table import Endpoint
 
@@ -57,6 +58,7 @@ class Exchange:
         "conn_values",
         "content_length",
         "deadline",
+        "decided",
         "discard",
         "down",
         "endpoint",
@@ -83,6 +85,8 @@ class Exchange:
         "response_modifiers",
         "retried",
         "sent",
+        "sent_bytes",
+        "started",
         "status",
         "target",
         "te",
@@ -94,6 +98,7 @@ class Exchange:
 
     def __init__(self, down: DownstreamProtocol) -> None:
         self.down = down
+        self.started = perf_counter()  # for the latency histogram and the access log
         # request, filled in by the downstream parser
         self.method = b""
         self.target = b""  # raw request-target, byte for byte
@@ -116,6 +121,7 @@ class Exchange:
         self.bad: str | None = None  # refused at parse time: replied with 400 in its turn
         self.pending: list[bytes] | None = None
         # decision and upstream
+        self.decided: Decision | None = None  # what the table said (metrics: route and rule)
         self.forward: Forward | None = None
         self.endpoint: Endpoint | None = None
         self.pool: EndpointPool | None = None
@@ -132,6 +138,7 @@ class Exchange:
         self.status = 0
         self.responding = False  # the final response head has been parsed
         self.sent = False  # final response bytes have gone to the client
+        self.sent_bytes = 0  # bytes handed to the client's transport (head and body)
         self.close_after = False
         self.finished = False
         self.reason: str | None = None  # local reply reason, if any
@@ -169,6 +176,7 @@ class Exchange:
         )
         ctx = down.ctx
         decision = ctx.router.decide(head)
+        self.decided = decision
         if isinstance(decision, Forward):
             self._forward(decision, head, query)
         elif isinstance(decision, Redirect):
@@ -300,6 +308,7 @@ class Exchange:
         self.sent = self.responding  # interim 1xx bytes do not count: a final reply may follow
         down = self.down
         if not down.closing:
+            self.sent_bytes += len(data)
             down.transport.write(data)
 
     def response_complete(self) -> None:
