@@ -190,7 +190,7 @@ class Reader:
         try:
             return self._constructor.construct_object(node, deep=True)
         except (ConstructorError, ValueError) as exc:  # e.g. an impossible date like 2024-02-31
-            self.error(node, path, f"cannot read {node.value!r}: {exc}")
+            self.error(node, path, f"cannot read {node.value!r}: {' '.join(str(exc).split())}")
             return INVALID
 
     def _convert(self, node: yaml.Node, value: object, shape: Shape, path: str) -> object:
@@ -201,8 +201,7 @@ class Reader:
         if isinstance(shape, Bool):
             return value if isinstance(value, bool) else self._wrong(node, value, shape, path)
         if isinstance(shape, Int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-            if not isinstance(value, int) or not ok or not _in_int(value, shape):
+            if isinstance(value, bool) or not isinstance(value, int) or not _in_int(value, shape):
                 return self._wrong(node, value, shape, path)
             return value
         if isinstance(shape, Num):

@@ -5,15 +5,17 @@ the others down, with one exception from Gateway API: a backendRef into another 
 ReferenceGrant opens is an error on that backendRef, yet the route is accepted and the reference is
 listed in `Checked.refused` (the table compiler serves its share of traffic as 500).
 
-Across documents, in load order (the first document wins, the later one is rejected):
-* names are unique per kind (`namespace/name`; MemberCluster by name);
+Across documents (where two conflict, the first in load order wins and the later is rejected):
+* names are unique per kind (`namespace/name`; MemberCluster by name); a TrafficPolicy and an
+  HTTPRoute may share one, as Gateway API tie-breaks tell them apart;
 * `clusters[].name` must name an accepted MemberCluster;
 * a hostname belongs to the namespace of the oldest route that uses it (creation order, then
   `namespace/name`); a route in another namespace that uses it is rejected. The claim is on the
   exact string: `*.example.com` and `shop.example.com` are different names, and a route without
   hostnames claims nothing;
 * a Release needs its target route in its namespace, whose backendRefs include `stable`, and at
-  most one Release per route.
+  most one Release per route; its backendRefs into other namespaces need a ReferenceGrant from
+  `{group: fleetgate.io, kind: Release}` (an error that rejects the Release).
 A backendRef to a service that no candidate MemberCluster lists is only a warning, and no warning
 is given when a candidate discovers its services through a kubeconfig (known only at run time).
 """
