@@ -34,17 +34,20 @@ from gateway.exchange import (
     Exchange,
 )
 
+_KINDS = h.REQUEST_KINDS
+_SPECIAL = h.REQUEST_SPECIAL
+
 
 class BoundListener:
     """What a connection needs to know about the listener that accepted it."""
 
-    __slots__ = ("host", "port", "scheme", "scheme_bytes")
+    __slots__ = ("forwarded", "host", "port", "scheme")
 
     def __init__(self, host: str, port: int, scheme: str) -> None:
         self.host = host
         self.port = port  # the bound port (known after binding when configured as 0)
         self.scheme = scheme
-        self.scheme_bytes = scheme.encode()
+        self.forwarded = b"\r\nX-Forwarded-Proto: " + scheme.encode() + b"\r\n"
 
 
 class _StopParsing(Exception):
@@ -184,24 +187,32 @@ class DownstreamProtocol(asyncio.Protocol):
         assert ex is not None
         if ex.parsed:
             return  # trailer fields of a chunked body: not forwarded (RFC 9110 §6.5.1)
-        kind = h.REQUEST_SPECIAL.get(name.lower())
+        kind = _KINDS.get(name)
         if kind is None:
-            ex.headers.append((name, value))
+            kind = _SPECIAL.get(name.lower(), 0)
+        if kind == 0:
+            ex.headers += (name, b": ", value, b"\r\n")
         elif kind == h.REQ_HOST:
+            if ex.host is not None:
+                ex.bad = "bad_request"  # two Host headers (RFC 9112 §3.2)
             ex.host = value
-            ex.host_count += 1
         elif kind == h.REQ_CONTENT_LENGTH:
             ex.content_length = int(value)
-            ex.headers.append((name, value))
+            ex.headers += (name, b": ", value, b"\r\n")
         elif kind == h.REQ_CONNECTION:
-            if value.lower() not in h.PLAIN_CONNECTION:
+            lowered = value.lower()
+            if lowered == b"keep-alive":
+                ex.asked_keep_alive = True
+            elif lowered not in h.PLAIN_CONNECTION:
+                if b"keep-alive" in lowered:
+                    ex.asked_keep_alive = True
                 if ex.conn_values is None:
                     ex.conn_values = [value]
                 else:
                     ex.conn_values.append(value)
         elif kind == h.REQ_REQUEST_ID:
             ex.request_id = value
-            ex.headers.append((name, value))
+            ex.headers += (name, b": ", value, b"\r\n")
         elif kind == h.REQ_FORWARDED_FOR:
             ex.forwarded_for = (
                 value if ex.forwarded_for is None else ex.forwarded_for + b", " + value
@@ -220,8 +231,10 @@ class DownstreamProtocol(asyncio.Protocol):
         ex.parsed = True
         ex.method = method = parser.get_method()
         ex.head_request = method == b"HEAD"
-        ex.keep_alive = parser.should_keep_alive()
-        if parser.get_http_version() != "1.1":
+        ex.keep_alive = keep_alive = parser.should_keep_alive()
+        # An HTTP/1.0 request keeps the connection only when it asks to, so a keep-alive request
+        # that did not ask is HTTP/1.1 without formatting the version string.
+        if (not keep_alive or ex.asked_keep_alive) and parser.get_http_version() != "1.1":
             ex.http11 = False
         if ex.te is not None:
             ex.body = BODY_CHUNKED
@@ -231,7 +244,7 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.body = BODY_LENGTH
         if ex.upgrade is not None and not parser.should_upgrade():
             ex.upgrade = None  # Upgrade without `Connection: upgrade` is only a hop-by-hop header
-        if ex.host_count > 1 or (ex.host_count == 0 and ex.http11) or method == b"CONNECT":
+        if (ex.host is None and ex.http11) or method == b"CONNECT":
             ex.bad = "bad_request"
         if ex.bad is not None:
             ex.keep_alive = False
@@ -276,7 +289,8 @@ class DownstreamProtocol(asyncio.Protocol):
     def exchange_done(self, ex: Exchange) -> None:
         """`ex` has handed its whole response to the transport: count it, then move on."""
         ctx = self.ctx
-        ctx.counters.responses[ex.status // 100 if 100 <= ex.status < 600 else 0] += 1
+        status = ex.status
+        ctx.counters.responses[status // 100 if 100 <= status < 600 else 0] += 1
         if ctx.observer is not None:
             ctx.observer.exchange_done(ex)
         if ex is not self._active or self.closing:
@@ -295,7 +309,7 @@ class DownstreamProtocol(asyncio.Protocol):
         queue = self._queue
         nxt = queue.popleft() if queue else None
         self._active = nxt
-        if not queue:
+        if not queue and self._paused & PAUSE_PIPELINE:
             self.resume(PAUSE_PIPELINE)
         if nxt is not None:
             nxt.start()

@@ -52,6 +52,7 @@ _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE",
 
 class Exchange:
     __slots__ = (
+        "asked_keep_alive",
         "bad",
         "body",
         "close_after",
@@ -68,7 +69,6 @@ class Exchange:
         "head_request",
         "headers",
         "host",
-        "host_count",
         "http11",
         "idle_s",
         "keep_alive",
@@ -102,9 +102,9 @@ class Exchange:
         # request, filled in by the downstream parser
         self.method = b""
         self.target = b""  # raw request-target, byte for byte
-        self.headers: list[h.Header] = []  # end-to-end headers in arrival order and case
+        self.headers: list[bytes] = []  # end-to-end headers, flat (gateway.headers), as received
         self.host: bytes | None = None
-        self.host_count = 0
+        self.asked_keep_alive = False  # a Connection header said keep-alive (HTTP/1.0 style)
         self.conn_values: list[bytes] | None = None
         self.te: bytes | None = None
         self.te_trailers = False
@@ -220,11 +220,13 @@ class Exchange:
                 headers = h.drop_named(headers, named)
         if fwd.request_headers:
             headers = h.apply_modifiers(headers, fwd.request_headers)
-        h.serialize(parts, headers)
+        parts += headers
         xff = self.forwarded_for
-        peer = down.peer
-        parts += (b"X-Forwarded-For: ", xff + b", " + peer if xff else peer, b"\r\n")
-        parts += (b"X-Forwarded-Proto: ", down.listener.scheme_bytes, b"\r\n")
+        parts += (
+            b"X-Forwarded-For: ",
+            xff + b", " + down.peer if xff else down.peer,
+            down.listener.forwarded,  # proto (and the CRLF before it)
+        )
         if self.host is not None:
             parts += (b"X-Forwarded-Host: ", self.host, b"\r\n")
         if self.request_id is None:
@@ -240,7 +242,7 @@ class Exchange:
         return b"".join(parts)
 
     def _redirect(self, redirect: Redirect) -> None:
-        extra: list[h.Header] = []
+        extra: list[bytes] = []
         if redirect.response_headers:
             extra = h.apply_modifiers(extra, redirect.response_headers)
         close = self._must_close()

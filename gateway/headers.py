@@ -1,8 +1,10 @@
 """Header work for the proxy path: hop-by-hop rules, forwarding headers, serialisation. Pure.
 
-Headers travel as `(name, value)` byte pairs in the order and case they arrived (some legacy
-backends are case-sensitive; RFC 9110 §5.1 says names compare case-insensitively, so every test
-here lower-cases a copy). Nothing in this module touches sockets or the event loop.
+Headers travel as flat lists of byte strings, `[name, b": ", value, b"\r\n", ...]`, in the order
+and case they arrived (some legacy backends are case-sensitive; RFC 9110 §5.1 says names compare
+case-insensitively, so every test here lower-cases a copy). The flat form is what the wire needs:
+re-serialising a head is one `b"".join`. `pairs` and `flatten` convert for the rare edits
+(Connection-named headers, header modifiers). Nothing here touches sockets or the event loop.
 
 Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded in either direction: Connection,
 Keep-Alive, Proxy-Connection, TE (except the `trailers` token), Trailer, Transfer-Encoding (the
@@ -35,7 +37,8 @@ HOP_BY_HOP = frozenset(
 )
 
 # How the downstream protocol treats a request header, by lower-cased name. Names not listed are
-# end-to-end and forwarded untouched.
+# end-to-end and forwarded untouched (kind 0).
+REQ_PLAIN = 0
 REQ_HOST = 1  # taken out; re-emitted first (or replaced by a URLRewrite hostname)
 REQ_CONNECTION = 2  # hop-by-hop; its tokens name more hop-by-hop headers
 REQ_DROP = 3  # hop-by-hop (or set by the gateway itself: X-Forwarded-Proto/-Host)
@@ -64,6 +67,7 @@ REQUEST_SPECIAL: dict[bytes, int] = {
     b"content-length": REQ_CONTENT_LENGTH,
 }
 
+RESP_PLAIN = 0
 RESP_CONNECTION = 1  # hop-by-hop; its tokens name more hop-by-hop headers
 RESP_DROP = 2  # hop-by-hop
 RESP_CONTENT_LENGTH = 3  # kept; the body is passed through as framed
@@ -82,6 +86,42 @@ RESPONSE_SPECIAL: dict[bytes, int] = {
     b"proxy-authorization": RESP_DROP,
     b"content-length": RESP_CONTENT_LENGTH,
 }
+
+# Header names as clients and servers usually spell them, mapped to their kind, so the common
+# case is one dict probe on the raw name; a miss falls back to lower-casing and the tables above.
+_COMMON = (
+    b"accept",
+    b"accept-encoding",
+    b"accept-language",
+    b"accept-ranges",
+    b"age",
+    b"authorization",
+    b"cache-control",
+    b"content-encoding",
+    b"content-type",
+    b"cookie",
+    b"date",
+    b"etag",
+    b"expires",
+    b"last-modified",
+    b"location",
+    b"origin",
+    b"referer",
+    b"server",
+    b"set-cookie",
+    b"user-agent",
+    b"vary",
+)
+
+
+def _spellings(names: dict[bytes, int]) -> dict[bytes, int]:
+    table = dict.fromkeys(_COMMON, 0) | names
+    title = {b"-".join(p.capitalize() for p in n.split(b"-")): k for n, k in table.items()}
+    return table | title
+
+
+REQUEST_KINDS = _spellings(REQUEST_SPECIAL)
+RESPONSE_KINDS = _spellings(RESPONSE_SPECIAL)
 
 # Connection tokens that are hop-by-hop anyway or are options, not header names.
 _PLAIN_TOKENS = HOP_BY_HOP | {b"close"}
@@ -105,22 +145,42 @@ def named_by_connection(tokens: set[bytes]) -> set[bytes]:
     return tokens - _PLAIN_TOKENS
 
 
-def drop_named(headers: list[Header], names: set[bytes]) -> list[Header]:
-    return [(n, v) for n, v in headers if n.lower() not in names]
+def pairs(lines: Sequence[bytes]) -> list[Header]:
+    """`(name, value)` pairs of a flat header list."""
+    return list(zip(lines[0::4], lines[2::4], strict=True))
 
 
-def serialize(parts: list[bytes], headers: Iterable[Header]) -> None:
-    """Append `name: value CRLF` for each header to `parts` (joined once by the caller)."""
+def flatten(headers: Iterable[Header]) -> list[bytes]:
+    lines: list[bytes] = []
     for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
+        lines += (name, b": ", value, b"\r\n")
+    return lines
 
 
-def apply_modifiers(headers: Sequence[Header], modifiers: Sequence[HeaderModifier]) -> list[Header]:
-    """Gateway API RequestHeaderModifier/ResponseHeaderModifier on byte headers (latin-1 round trip,
-    so any byte survives)."""
-    text = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+def drop_named(lines: list[bytes], names: set[bytes]) -> list[bytes]:
+    """`lines` without the headers whose (case-insensitive) name is in `names`."""
+    return flatten((n, v) for n, v in pairs(lines) if n.lower() not in names)
+
+
+def apply_modifiers(lines: list[bytes], modifiers: Sequence[HeaderModifier]) -> list[bytes]:
+    """Gateway API RequestHeaderModifier/ResponseHeaderModifier on a flat byte header list
+    (latin-1 round trip, so any byte survives)."""
+    text = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in pairs(lines)]
     edited = filters.edit_headers(text, modifiers)
-    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in edited]
+    return flatten((n.encode("latin-1"), v.encode("latin-1")) for n, v in edited)
+
+
+def status_line(status: int, phrase: bytes) -> bytes:
+    """`HTTP/1.1 <status> <phrase>CRLF`, cached for the phrases upstreams actually send."""
+    line = _STATUS_LINES.get((status, phrase))
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+        if len(_STATUS_LINES) < 512:
+            _STATUS_LINES[(status, phrase)] = line
+    return line
+
+
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
 
 
 def host_of(value: bytes) -> str:
@@ -139,7 +199,7 @@ def local_reply(
     *,
     close: bool,
     request_id: bytes | None = None,
-    extra: Sequence[Header] = (),
+    extra: Sequence[bytes] = (),
     head: bool = False,
 ) -> bytes:
     """A complete local reply: short text body naming the reason, `x-gateway-reason` header.
@@ -148,7 +208,7 @@ def local_reply(
     """
     body = reason.encode() + b"\n"
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, PHRASES.get(status, b"Unknown"))]
-    serialize(parts, extra)
+    parts += extra
     parts.append(b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body))
     parts.append(b"x-gateway-reason: " + reason.encode() + b"\r\n")
     if request_id is not None:
@@ -162,12 +222,12 @@ def local_reply(
 
 
 def redirect_reply(
-    status: int, location: bytes, *, close: bool, extra: Sequence[Header] = ()
+    status: int, location: bytes, *, close: bool, extra: Sequence[bytes] = ()
 ) -> bytes:
-    """A RequestRedirect answer: status, Location, no body."""
+    """A RequestRedirect answer: status, Location, no body. `extra` is a flat header list."""
     parts = [b"HTTP/1.1 %d %s\r\nlocation: " % (status, PHRASES.get(status, b"Redirect"))]
     parts += (location, b"\r\n")
-    serialize(parts, extra)
+    parts += extra
     parts.append(b"content-length: 0\r\n")
     if close:
         parts.append(b"connection: close\r\n")

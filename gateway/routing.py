@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
-from gateway.headers import Header
+from gateway.headers import pairs
 from gateway.table import TableHolder
 from policies import balancing, matching
 from policies.matching import Decision, RequestHead
@@ -28,8 +28,8 @@ class HeaderView(Mapping[str, str]):
 
     __slots__ = ("_host", "_map", "_raw")
 
-    def __init__(self, raw: list[Header], host: bytes | None) -> None:
-        self._raw = raw
+    def __init__(self, lines: list[bytes], host: bytes | None) -> None:
+        self._raw = lines
         self._host = host
         self._map: dict[str, str] | None = None
 
@@ -37,7 +37,7 @@ class HeaderView(Mapping[str, str]):
         built: dict[str, str] = {}
         if self._host is not None:
             built["host"] = self._host.decode("latin-1")
-        for name, value in self._raw:
+        for name, value in pairs(self._raw):
             key = name.decode("latin-1").lower()
             text = value.decode("latin-1")
             seen = built.get(key)

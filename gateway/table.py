@@ -12,21 +12,19 @@ from policies.table import RoutingTable
 
 
 class TableHolder:
-    def __init__(self, initial: RoutingTable) -> None:
-        self._current = initial
-        self.previous: RoutingTable | None = None  # last-known-good before the live one
+    __slots__ = ("current", "previous")
 
-    @property
-    def current(self) -> RoutingTable:
-        return self._current
+    def __init__(self, initial: RoutingTable) -> None:
+        self.current = initial  # read once per request; only `swap` assigns it
+        self.previous: RoutingTable | None = None  # last-known-good before the live one
 
     def swap(self, candidate: RoutingTable) -> RoutingTable:
         """Install `candidate`; return the table it replaced (kept as last-known-good)."""
-        live = self._current
+        live = self.current
         if candidate.version <= live.version:
             raise StaleTableError(
                 f"table v{candidate.version} is not newer than live v{live.version}"
             )
-        self._current = candidate
+        self.current = candidate
         self.previous = live
         return live

@@ -31,6 +31,9 @@ from policies.table import Endpoint
 
 log = logging.getLogger(__name__)
 
+_KINDS = h.RESPONSE_KINDS
+_SPECIAL = h.RESPONSE_SPECIAL
+
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
 
@@ -114,11 +117,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._rechunk = False
         self._until_close = False
         self._keep_alive = True
-        self._reset_message()
-
-    def _reset_message(self) -> None:
         self._phrase = b""
-        self._headers: list[h.Header] = []
+        self._headers: list[bytes] = []  # flat, see gateway.headers
         self._conn_values: list[bytes] | None = None
         self._upgrade: bytes | None = None
         self._cl = False
@@ -221,7 +221,13 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._reset_message()
+        self._phrase = b""
+        self._headers = []
+        self._conn_values = None
+        self._upgrade = None
+        self._cl = False
+        self._chunked = False
+        self._body = False
 
     def on_status(self, phrase: bytes) -> None:
         self._phrase += phrase
@@ -229,16 +235,20 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._body:
             return  # trailer fields of a chunked body: dropped, as Envoy does by default
-        kind = h.RESPONSE_SPECIAL.get(name.lower())
+        kind = _KINDS.get(name)
         if kind is None:
-            self._headers.append((name, value))
+            kind = _SPECIAL.get(name.lower(), 0)
+        if kind == 0:
+            self._headers += (name, b": ", value, b"\r\n")
         elif kind == h.RESP_CONTENT_LENGTH:
             self._cl = True
-            self._headers.append((name, value))
+            self._headers += (name, b": ", value, b"\r\n")
         elif kind == h.RESP_TRANSFER_ENCODING:
             self._chunked = True  # the parser refuses anything but a final `chunked`
         elif kind == h.RESP_CONNECTION:
-            if self._conn_values is None:
+            if value.lower() in h.PLAIN_CONNECTION:
+                pass  # keep-alive / close: the parser already knows
+            elif self._conn_values is None:
                 self._conn_values = [value]
             else:
                 self._conn_values.append(value)
@@ -295,8 +305,8 @@ class UpstreamConnection(asyncio.Protocol):
                 headers = h.drop_named(headers, named)
         if ex.response_modifiers and status >= 200:
             headers = h.apply_modifiers(headers, ex.response_modifiers)
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, self._phrase)]
-        h.serialize(parts, headers)
+        parts = [h.status_line(status, self._phrase)]
+        parts += headers
         parts += (extra, b"\r\n")
         return b"".join(parts)
 

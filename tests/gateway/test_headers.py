@@ -16,8 +16,13 @@ def test_connection_tokens_name_extra_hop_by_hop_headers() -> None:
 
 
 def test_drop_named_compares_case_insensitively_and_keeps_order() -> None:
-    headers = [(b"X-Foo", b"1"), (b"Accept", b"*/*"), (b"x-foo", b"2"), (b"Via", b"a")]
-    assert h.drop_named(headers, {b"x-foo"}) == [(b"Accept", b"*/*"), (b"Via", b"a")]
+    lines = h.flatten([(b"X-Foo", b"1"), (b"Accept", b"*/*"), (b"x-foo", b"2"), (b"Via", b"a")])
+    assert h.pairs(h.drop_named(lines, {b"x-foo"})) == [(b"Accept", b"*/*"), (b"Via", b"a")]
+
+
+def test_flat_header_lines_join_into_wire_form() -> None:
+    lines = h.flatten([(b"A", b"1"), (b"b", b"2")])
+    assert b"".join(lines) == b"A: 1\r\nb: 2\r\n"
 
 
 @pytest.mark.parametrize(
@@ -52,13 +57,19 @@ def test_local_reply_to_head_has_no_body() -> None:
 
 
 def test_modifiers_on_bytes_keep_every_other_byte() -> None:
-    headers = [(b"X-Raw", b"caf\xe9"), (b"X-Env", b"dev")]
-    edited = h.apply_modifiers(headers, [HeaderModifier(set=(("x-env", "prod"),))])
-    assert edited == [(b"X-Raw", b"caf\xe9"), (b"x-env", b"prod")]
+    lines = h.flatten([(b"X-Raw", b"caf\xe9"), (b"X-Env", b"dev")])
+    edited = h.apply_modifiers(lines, [HeaderModifier(set=(("x-env", "prod"),))])
+    assert h.pairs(edited) == [(b"X-Raw", b"caf\xe9"), (b"x-env", b"prod")]
+
+
+def test_status_lines_keep_the_upstream_phrase() -> None:
+    assert h.status_line(200, b"OK") == b"HTTP/1.1 200 OK\r\n"
+    assert h.status_line(200, b"Fine") == b"HTTP/1.1 200 Fine\r\n"
 
 
 def test_header_view_joins_repeats_and_lower_cases_names() -> None:
-    view = HeaderView([(b"X-Tag", b"a"), (b"x-tag", b"b"), (b"Accept", b"*/*")], b"Shop.Test")
+    lines = h.flatten([(b"X-Tag", b"a"), (b"x-tag", b"b"), (b"Accept", b"*/*")])
+    view = HeaderView(lines, b"Shop.Test")
     assert dict(view) == {"host": "Shop.Test", "x-tag": "a,b", "accept": "*/*"}
     assert "x-tag" in view
     assert len(view) == 3
