@@ -164,6 +164,10 @@ class Publisher:
     def latest(self) -> Snapshot | None:
         return self._latest
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def publish(self, snapshot: Snapshot | RoutingTable) -> Snapshot:
         """Make `snapshot` the one every gateway gets next; versions must strictly increase."""
         if isinstance(snapshot, RoutingTable):
@@ -297,7 +301,8 @@ class Publisher:
             # Re-check at least every second: gateways also leave the live set by going quiet,
             # which no event announces.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._applied_changed.wait(), min(remaining, 1.0))
+                async with asyncio.timeout(min(remaining, 1.0)):
+                    await self._applied_changed.wait()
         return rollout
 
     async def wait_newer(self, after: int, *, timeout_s: float) -> Snapshot | None:
@@ -315,7 +320,7 @@ class Publisher:
             return None
 
     def close(self) -> None:
-        """Release every open long-poll (they answer 304) so the server can drain quickly."""
+        """Release every open long-poll (304, `Connection: close`) so the server drains quickly."""
         self._closing = True
         woken, self._new_version = self._new_version, asyncio.Event()
         woken.set()
@@ -424,7 +429,10 @@ async def _get_snapshot(request: web.Request) -> web.Response:
     latest = publisher.latest
     headers = {VERSION_HEADER: str(latest.version if latest else 0), "Cache-Control": "no-store"}
     if found is None:
-        return web.Response(status=304, headers=headers)
+        response = web.Response(status=304, headers=headers)
+        if publisher.closing:
+            response.force_close()  # shutting down: the gateway reconnects (and backs off)
+        return response
     headers[VERSION_HEADER] = str(found.version)
     headers["ETag"] = f'"{found.checksum}"'
     return web.Response(body=found.body, content_type="application/json", headers=headers)

@@ -35,6 +35,7 @@ from policies import table as tables
 from policies.errors import PolicyError
 from policies.model import PolicySet
 from policies.table import Inventory
+from policies.validation import Refused
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +76,21 @@ class Reconciler:
         self._publisher = publisher
         self._wall_clock = wall_clock
         self._policies: PolicySet | None = None
+        self._refused: Refused = frozenset()
         self._observed = Inventory(endpoints={})
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
         self._builds = self._published = self._unchanged = self._failures = 0
         self._last_error: str | None = None
 
-    def update_policies(self, policies: PolicySet) -> None:
-        """Replace the policy input. Nothing is built before the first call."""
+    def update_policies(self, policies: PolicySet, refused: Refused = frozenset()) -> None:
+        """Replace the policy input. Nothing is built before the first call.
+
+        `refused` names the (route id, service) references no ReferenceGrant allows
+        (`LoadResult.refused`); the compiler turns them into unresolved backends (500s).
+        """
         self._policies = policies
+        self._refused = refused
         self._changed.set()
 
     def update_inventory(self, inventory: Inventory) -> None:
@@ -123,8 +130,12 @@ class Reconciler:
                 )
                 if quiet_s <= 0:
                     break
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the event fires (python/cpython#86296); the loop would
+                # then never stop.
                 try:
-                    await asyncio.wait_for(self._changed.wait(), quiet_s)
+                    async with asyncio.timeout(quiet_s):
+                        await self._changed.wait()
                 except TimeoutError:
                     break
             self._changed.clear()
@@ -153,7 +164,7 @@ class Reconciler:
             self._builds += 1
             try:
                 built = await asyncio.to_thread(
-                    _build, policies, self._observed, version, last_checksum
+                    _build, policies, self._refused, self._observed, version, last_checksum
                 )
             except PolicyError as exc:
                 self._failures += 1
@@ -183,10 +194,15 @@ def merge_inventory(policies: PolicySet, observed: Inventory) -> Inventory:
 
 
 def _build(
-    policies: PolicySet, observed: Inventory, version: int, last_checksum: str | None
+    policies: PolicySet,
+    refused: Refused,
+    observed: Inventory,
+    version: int,
+    last_checksum: str | None,
 ) -> Snapshot | None:
     """Compile and encode (worker thread; inputs are frozen). None when the content is unchanged."""
-    table = tables.compile_table(policies, merge_inventory(policies, observed), version=version)
+    inventory = merge_inventory(policies, observed)
+    table = tables.compile_table(policies, inventory, version=version, refused=refused)
     if table.checksum == last_checksum:
         return None
     return Snapshot.encode(table)

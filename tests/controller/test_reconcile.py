@@ -171,3 +171,13 @@ async def test_constant_churn_still_publishes_within_max_delay() -> None:
             await asyncio.sleep(0.01)  # pacing the churn, not waiting for a condition
         churning = bool(rig.tables)
     assert churning  # published while the inputs were still changing every 10 ms
+
+
+async def test_refused_references_reach_the_compiler() -> None:
+    async with running() as rig:
+        rig.reconciler.update_policies(policies(), frozenset({("shop/web", WEB)}))
+        await eventually(lambda: len(rig.tables) == 1)
+        rig.reconciler.update_policies(policies())
+        await eventually(lambda: len(rig.tables) == 2)
+    refused, granted = (t.hosts["shop.example"].rules[0].backends[0] for t in rig.tables)
+    assert (refused.resolved, granted.resolved) == (False, True)
