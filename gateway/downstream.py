@@ -69,6 +69,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "_splice",
         "closing",
         "ctx",
+        "forwarded",
         "last_seen",
         "listener",
         "peer",
@@ -81,6 +82,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.listener = listener
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set on accept
         self.peer = b""
+        self.forwarded = b""  # X-Forwarded-For and -Proto lines for clients that sent no XFF
         self.closing = False
         self.write_paused = False
         self.last_seen = ctx.now
@@ -103,6 +105,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b"unknown"
+        self.forwarded = b"X-Forwarded-For: " + self.peer + self.listener.forwarded
         settings = self.ctx.settings
         transport.set_write_buffer_limits(settings.write_high_bytes, settings.write_low_bytes)
         self.ctx.downstreams.add(self)

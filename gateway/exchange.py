@@ -222,11 +222,10 @@ class Exchange:
             headers = h.apply_modifiers(headers, fwd.request_headers)
         parts += headers
         xff = self.forwarded_for
-        parts += (
-            b"X-Forwarded-For: ",
-            xff + b", " + down.peer if xff else down.peer,
-            down.listener.forwarded,  # proto (and the CRLF before it)
-        )
+        if xff is None:
+            parts.append(down.forwarded)  # X-Forwarded-For: peer, X-Forwarded-Proto
+        else:
+            parts += (b"X-Forwarded-For: ", xff, b", ", down.peer, down.listener.forwarded)
         if self.host is not None:
             parts += (b"X-Forwarded-Host: ", self.host, b"\r\n")
         if self.request_id is None:

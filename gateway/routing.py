@@ -110,7 +110,8 @@ class BalancingPicker:
     def __init__(self, health: HealthView, active: Callable[[Endpoint], int] = _idle) -> None:
         self.health = health
         self.active = active
-        self._views: dict[int, tuple[Backend, balancing.BackendView]] = {}
+        # id(backend) -> (backend, its view, the only endpoint it can pick or None)
+        self._views: dict[int, tuple[Backend, balancing.BackendView, Endpoint | None]] = {}
         self._turns: dict[int, int] = {}
         self._version = health.version
 
@@ -122,13 +123,12 @@ class BalancingPicker:
             self.forget()
             self._version = health.version
         entry = self._views.get(id(backend))
-        if entry is not None and entry[0] is backend:
-            view = entry[1]
-        else:
-            if len(self._views) >= _MAX_VIEWS:
-                self.forget()
-            view = balancing.view_backend(backend, health.healthy)
-            self._views[id(backend)] = (backend, view)
+        if entry is None or entry[0] is not backend:
+            entry = self._view(backend)
+        only = entry[2]
+        if only is not None:
+            return only  # one reachable endpoint: no rolls, nothing to compare
+        view = entry[1]
         roll = random.random
         pick = view.pick(tier_roll=roll(), cluster_roll=roll())
         if pick is None:
@@ -143,6 +143,19 @@ class BalancingPicker:
         self._turns[key] = turn + 1
         draw = balancing.Draw(roll(), roll(), counter=turn, active=self.active)
         return balancing.choose_endpoint(algorithm, pick, draw)
+
+    def _view(self, backend: Backend) -> tuple[Backend, balancing.BackendView, Endpoint | None]:
+        if len(self._views) >= _MAX_VIEWS:
+            self.forget()
+        view = balancing.view_backend(backend, self.health.healthy)
+        only = None
+        if sum(len(target.endpoints) for target in backend.targets) == 1:
+            # One endpoint in the whole backend: whatever the rolls, a pick is that endpoint.
+            pick = view.pick(tier_roll=0.0, cluster_roll=0.0)
+            only = pick.candidates[0] if pick is not None else None
+        entry = (backend, view, only)
+        self._views[id(backend)] = entry
+        return entry
 
     def forget(self) -> None:
         self._views.clear()
