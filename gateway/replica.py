@@ -1,0 +1,249 @@
+"""One gateway process: the proxy, its observers, its admin port, the table feed and the
+shutdown order. I/O: listeners (through gateway.server), the admin port, signals, and whatever
+feeds it tables (gateway.subscriber for a replica, the embedded controller for `fleetgate run`).
+
+Order of life (uvicorn's, STYLE.md §3.7):
+1. the admin port comes up at once, answering `/readyz` 503 `no_table`;
+2. the feeders start; listeners are bound only once the first table has been applied, so a
+   worker that shares a port through SO_REUSEPORT never answers 404 for lack of a table;
+3. on stop (SIGTERM/SIGINT): readiness fails (draining), listeners close, responses say
+   `Connection: close`, in-flight requests get `drain_timeout_s`; then feeders are cancelled,
+   connections closed, the admin port last.
+
+`python -m gateway` and `fleetgate gateway` share this module's arguments (`add_arguments`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway import accesslog
+from gateway.admin import LocalView, StatusPart, bound_address, split_address, start_admin
+from gateway.counters import Counters
+from gateway.metrics import Recorder, ReloadStats
+from gateway.server import Gateway
+from gateway.settings import GatewaySettings, Listener
+from gateway.subscriber import Subscriber, SubscriberSettings
+from policies.table import RoutingTable
+
+log = logging.getLogger(__name__)
+
+Feeder = Callable[[], Coroutine[Any, Any, None]]
+
+# The table a gateway holds before its first real one: version 0, no routes (never served:
+# listeners are bound only after a newer table arrives).
+EMPTY_TABLE = RoutingTable(
+    version=0, hosts={}, wildcards=(), any_host=None, backends={}, checksum=""
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProcessSettings:
+    """One gateway process (process settings; traffic policy comes from tables)."""
+
+    gateway: GatewaySettings
+    admin: str | None = "127.0.0.1:9901"  # "host:port", "unix:/path", or None for no admin port
+    worker: str = "0"  # the `worker` label of this process's metrics
+    access_log: bool = False  # JSON lines on the `gateway.access` logger, to stdout
+    drain_timeout_s: float = 10.0  # in-flight requests get this long after SIGTERM
+    access_log_flush_s: float = 0.2  # buffered access lines are written at least this often
+
+
+class GatewayProcess:
+    """A gateway plus admin port and observers; `apply` is its `TableSink`."""
+
+    def __init__(
+        self,
+        settings: ProcessSettings,
+        *,
+        parts: Mapping[str, StatusPart] | None = None,
+        reload: Callable[[], ReloadStats | None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.access_handler: accesslog.BufferedHandler | None = None
+        then = accesslog.AccessLog() if settings.access_log else None
+        self.recorder = Recorder(then)
+        self.gateway = Gateway(
+            settings.gateway, EMPTY_TABLE, observer=self.recorder, counters=Counters()
+        )
+        self.view = LocalView(
+            self.gateway, self.recorder, worker=settings.worker, parts=parts, reload=reload
+        )
+        self.first_table = asyncio.Event()
+        self.applied = 0  # tables applied
+        self.listening = asyncio.Event()  # set once the listeners are bound
+        self.admin_address: str | None = None  # bound admin address once serving
+
+    def apply(self, table: RoutingTable) -> None:
+        """`gateway.sink.TableSink`: swap in `table` (raises StaleTableError if not newer)."""
+        self.gateway.apply(table)
+        self.applied += 1
+        self.first_table.set()
+
+    async def serve(self, feeders: Sequence[Feeder], stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then shut down in order (see the module docstring)."""
+        settings = self.settings
+        if settings.access_log:
+            self.access_handler = accesslog.install()
+        admin = await start_admin(self.view, settings.admin) if settings.admin else None
+        try:
+            if admin is not None:
+                self.admin_address = bound_address(admin)
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(feed(), name=f"gateway.feed.{i}")
+                    for i, feed in enumerate(feeders)
+                ]
+                if self.access_handler is not None:
+                    tasks.append(tg.create_task(self._flush_access_log(), name="gateway.flush"))
+                await _first_of(self.first_table, stop)
+                if not stop.is_set():
+                    await self.gateway.start()
+                    self.listening.set()
+                    log.info(
+                        "gateway listening worker=%s on=%s table=%d",
+                        settings.worker,
+                        ",".join(f"{h}:{p}" for h, p in self.gateway.addresses),
+                        self.gateway.table.version,
+                    )
+                await stop.wait()
+                drained = await self.gateway.drain(settings.drain_timeout_s)
+                if not drained:
+                    log.warning(
+                        "drain timed out after %.1fs; closing %d client connections",
+                        settings.drain_timeout_s,
+                        len(self.gateway.ctx.downstreams),
+                    )
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self.gateway.close()
+            if admin is not None:
+                await admin.cleanup()
+            if self.access_handler is not None:
+                self.access_handler.close()
+                accesslog.log.removeHandler(self.access_handler)
+
+    async def _flush_access_log(self) -> None:
+        handler = self.access_handler
+        assert handler is not None
+        while True:
+            await asyncio.sleep(self.settings.access_log_flush_s)
+            handler.flush()
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    async with asyncio.TaskGroup() as tg:
+        waiters = [tg.create_task(e.wait(), name="gateway.wait") for e in events]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def handle_signals(stop: asyncio.Event, reload: Callable[[], None] | None = None) -> None:
+    """SIGTERM and SIGINT set `stop`; SIGHUP calls `reload` (or is ignored without one)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload or (lambda: None))
+
+
+async def watch_parent(parent_pid: int, stop: asyncio.Event, interval_s: float = 0.5) -> None:
+    """Set `stop` when the parent process is gone (a worker must not outlive its supervisor)."""
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.warning("parent process %d is gone; shutting down", parent_pid)
+            stop.set()
+            return
+        await asyncio.sleep(interval_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# A replica: tables from the controller's snapshot API
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplicaSettings:
+    process: ProcessSettings
+    subscriber: SubscriberSettings
+    parent_pid: int | None = None  # a worker: exit when this process is gone
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of one replica process (shared by `python -m gateway`, `fleetgate gateway`)."""
+    parser.add_argument(
+        "--controller", required=True, metavar="URL", help="the controller's snapshot API"
+    )
+    parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    parser.add_argument(
+        "--admin",
+        default="127.0.0.1:9901",
+        metavar="ADDR",
+        help='admin port: "host:port", "unix:/path" or "none"',
+    )
+    parser.add_argument("--id", default=None, help="gateway id (default: hostname/pid)")
+    parser.add_argument("--zone", default=None, help="topology zone reported to the controller")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="keep the last snapshot here (static stability)",
+    )
+    parser.add_argument("--token", default=None, help="bearer token for the snapshot API")
+    parser.add_argument("--access-log", action="store_true", help="JSON access lines to stdout")
+    parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT")
+    parser.add_argument("--worker", default="0", help=argparse.SUPPRESS)
+    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def settings_from(args: argparse.Namespace) -> ReplicaSettings:
+    host, port = split_address(args.listen)
+    gateway_id = args.id or f"{os.uname().nodename}/{os.getpid()}"
+    cache = args.cache_dir / f"snapshot-{args.worker}.json" if args.cache_dir else None
+    return ReplicaSettings(
+        process=ProcessSettings(
+            gateway=GatewaySettings(listeners=(Listener(host, port),), reuse_port=args.reuse_port),
+            admin=None if args.admin == "none" else args.admin,
+            worker=args.worker,
+            access_log=args.access_log,
+            drain_timeout_s=args.drain_timeout,
+        ),
+        subscriber=SubscriberSettings(
+            controller_url=args.controller,
+            gateway_id=gateway_id,
+            zone=args.zone,
+            cache_path=cache,
+            token=args.token,
+        ),
+        parent_pid=args.parent_pid,
+    )
+
+
+async def run_replica(settings: ReplicaSettings) -> int:
+    """Serve tables from the controller until SIGTERM/SIGINT; returns the exit status."""
+    stop = asyncio.Event()
+    handle_signals(stop)
+    process = GatewayProcess(settings.process)
+    subscriber = Subscriber(settings.subscriber, process)
+
+    def reload_stats() -> ReloadStats:
+        refused = subscriber.status.refused
+        return ReloadStats(loads=process.applied + refused, failures=refused)
+
+    process.view.parts["subscription"] = lambda: dataclasses.asdict(subscriber.status)
+    process.view.reload = reload_stats
+    feeders: list[Feeder] = [subscriber.run]
+    if settings.parent_pid is not None:
+        parent = settings.parent_pid
+        feeders.append(lambda: watch_parent(parent, stop))
+    await process.serve(feeders, stop)
+    return 0
