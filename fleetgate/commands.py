@@ -9,9 +9,19 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 REGISTRY: list[Register] = []
 
-from fleetgate import validate  # noqa: E402  (each command module appends itself below)
+from fleetgate import (  # noqa: E402  (each command module appends itself below)
+    controller_cmd,
+    demo,
+    gateway_cmd,
+    run,
+    validate,
+)
 
 REGISTRY.append(validate.register)
+REGISTRY.append(run.register)
+REGISTRY.append(demo.register)
+REGISTRY.append(gateway_cmd.register)
+REGISTRY.append(controller_cmd.register)
 
 from fleetgate import explain  # noqa: E402
 

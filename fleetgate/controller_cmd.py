@@ -1,0 +1,106 @@
+"""`fleetgate controller -c DIR`: the control plane on its own: the policy directory compiled and
+published over the snapshot API (`/v1/snapshot`, `/v1/gateways`) for `fleetgate gateway`
+replicas. Wiring only; the Kubernetes source joins here later. I/O: an aiohttp server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from controller import publishing
+from fleetgate import process
+from fleetgate.run import PolicyPipeline
+from gateway.admin import split_address
+from gateway.replica import handle_signals
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "controller",
+        help="publish a policy directory to gateway replicas",
+        description="Compile the policies in DIR (reloaded on change and on SIGHUP) and serve "
+        "them as snapshots to `fleetgate gateway --controller URL`. Also serves /healthz and "
+        "/status.",
+    )
+    parser.add_argument("-c", "--config", required=True, type=Path, metavar="DIR")
+    parser.add_argument("--listen", default="127.0.0.1:9080", metavar="HOST:PORT")
+    parser.add_argument("--token", default=None, help="bearer token gateways must send")
+    parser.add_argument("--poll-interval", type=float, default=1.0, metavar="S")
+    parser.add_argument("--debounce", type=float, default=0.2, metavar="S")
+    process.add_log_level(parser)
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    process.configure_logging(args.log_level)
+    try:
+        host, port = split_address(args.listen)
+    except ValueError as exc:
+        print(f"fleetgate controller: {exc}", file=sys.stderr)
+        return 2
+    return process.run(serve(args, host, port))
+
+
+PIPELINE = web.AppKey("pipeline", PolicyPipeline)
+
+
+async def serve(args: argparse.Namespace, host: str, port: int) -> int:
+    pipeline = PolicyPipeline(
+        args.config,
+        poll_interval_s=args.poll_interval,
+        debounce_s=args.debounce,
+        publish=publishing.PublishSettings(token=args.token),
+    )
+    problems = await pipeline.load_first()
+    if problems:
+        print(f"fleetgate controller: no valid policies in {args.config}:", file=sys.stderr)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    handle_signals(stop, pipeline.source.request_reload)
+    app = publishing.build_app(pipeline.publisher)
+    app[PIPELINE] = pipeline
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/status", _status)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        bound = runner.addresses[0]
+        print(
+            f"fleetgate controller: serving snapshots on http://{bound[0]}:{bound[1]}"
+            f" (policies: {args.config})",
+            file=sys.stderr,
+            flush=True,
+        )
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(feed(), name=f"controller.feed.{i}")
+                for i, feed in enumerate(pipeline.feeders())
+            ]
+            await stop.wait()
+            for task in tasks:
+                task.cancel()
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _status(request: web.Request) -> web.Response:
+    pipeline = request.app[PIPELINE]
+    body: dict[str, Any] = {
+        "policy": pipeline.status(),
+        "gateways": [dataclasses.asdict(g) for g in pipeline.publisher.gateways()],
+    }
+    return web.json_response(body)

@@ -1,0 +1,321 @@
+"""`fleetgate run -c DIR`: controller file source and gateway in one process (DESIGN.md §1,
+"embedded default"). Wiring only: policy directory → reconcile → publisher → gateway(s).
+
+* One process (`--workers 1`, the default): the publisher hands each new table to the gateway
+  in-process (`Publisher.attach`), no JSON round trip.
+* `--workers N`: this process keeps the controller half and serves the snapshot API on an
+  internal loopback port; N worker processes subscribe to it like any gateway replica and share
+  the listen port with SO_REUSEPORT; the admin port adds up their metrics (gateway.workers).
+
+Reloads: the directory is polled (`--poll-interval`) and a change is loaded once it has been
+quiet for `--debounce`; SIGHUP loads at once. An invalid edit is logged with the same
+`file:line:col` lines as `fleetgate validate`, counted (`fleetgate_reload_errors_total`), shown
+in `/status` under `policy.last_error`, and changes nothing served. At start-up an invalid
+directory is an error (exit 1), as with `nginx -t`: there is no last good table to keep.
+
+SIGTERM/SIGINT: readiness fails, listeners close, in-flight requests finish (at most
+`--drain-timeout`), exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from controller import publishing
+from controller.filesource import FileSource, FileSourceSettings, FileSourceStatus
+from controller.publishing import Publisher, PublishSettings
+from controller.reconcile import Reconciler, ReconcileSettings
+from fleetgate import process
+from gateway import workers
+from gateway.admin import split_address
+from gateway.metrics import ReloadStats
+from gateway.replica import Feeder, GatewayProcess, ProcessSettings, handle_signals
+from gateway.settings import GatewaySettings, Listener
+from policies.model import Origin, Problem, Severity
+from policies.table import RoutingTable
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "run",
+        help="serve a policy directory: controller and gateway in one process",
+        description="Serve the policies in DIR (reloaded on change and on SIGHUP). "
+        "The admin port serves /healthz, /readyz, /status and /metrics.",
+    )
+    parser.add_argument("-c", "--config", required=True, type=Path, metavar="DIR")
+    add_serving_arguments(parser, listen="127.0.0.1:8000")
+    parser.set_defaults(handler=main)
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser, *, listen: str) -> None:
+    """Options shared by `run` and `demo`."""
+    parser.add_argument("--listen", default=listen, metavar="HOST:PORT", help="public listener")
+    parser.add_argument(
+        "--admin", default="127.0.0.1:9901", metavar="HOST:PORT", help='admin port, or "none"'
+    )
+    parser.add_argument("--workers", type=int, default=1, help="gateway processes (SO_REUSEPORT)")
+    parser.add_argument("--access-log", action="store_true", help="JSON access lines to stdout")
+    parser.add_argument(
+        "--poll-interval", type=float, default=1.0, metavar="S", help="policy directory polling"
+    )
+    parser.add_argument(
+        "--debounce", type=float, default=0.2, metavar="S", help="quiet time before a reload"
+    )
+    parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="S")
+    process.add_log_level(parser)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunSettings:
+    """`fleetgate run` (process settings)."""
+
+    directory: Path  # the policy directory
+    listen: tuple[str, int]  # public listener; port 0 = any
+    admin: str | None  # admin "host:port", or None for none
+    workers: int = 1
+    access_log: bool = False
+    poll_interval_s: float = 1.0
+    debounce_s: float = 0.2
+    drain_timeout_s: float = 10.0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, directory: Path) -> RunSettings:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        return cls(
+            directory=directory,
+            listen=split_address(args.listen),
+            admin=None if args.admin == "none" else args.admin,
+            workers=args.workers,
+            access_log=args.access_log,
+            poll_interval_s=args.poll_interval,
+            debounce_s=args.debounce,
+            drain_timeout_s=args.drain_timeout,
+        )
+
+
+def main(args: argparse.Namespace) -> int:
+    process.configure_logging(args.log_level)
+    try:
+        settings = RunSettings.from_args(args, args.config)
+    except ValueError as exc:
+        print(f"fleetgate run: {exc}", file=sys.stderr)
+        return 2
+    return process.run(serve(settings))
+
+
+class _Source(FileSource):
+    """The file source, remembering the most recent rejected load for `/status`."""
+
+    last_rejected: FileSourceStatus | None = None
+
+    async def load(self) -> FileSourceStatus:
+        status = await super().load()
+        if not status.ok:
+            self.last_rejected = status
+        return status
+
+
+class PolicyPipeline:
+    """The embedded controller: policy directory → reconcile → publisher."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        poll_interval_s: float,
+        debounce_s: float,
+        publish: PublishSettings | None = None,
+    ) -> None:
+        self.publisher = Publisher(publish)
+        self.reconciler = Reconciler(
+            self.publisher,
+            ReconcileSettings(debounce_s=debounce_s, max_delay_s=max(2.0, 4 * debounce_s)),
+        )
+        self.source = _Source(
+            FileSourceSettings(directory, poll_interval_s=poll_interval_s, debounce_s=debounce_s),
+            self.reconciler.update_policies,
+        )
+
+    async def load_first(self) -> tuple[Problem, ...]:
+        """Load and publish the first table; returns the errors when there is none to serve."""
+        status = await self.source.load()
+        if not status.ok:
+            return tuple(p for p in status.problems if p.severity is Severity.ERROR)
+        await self.reconciler.rebuild()
+        if self.publisher.latest is None:
+            error = self.reconciler.status.last_error or "the policies did not compile"
+            return (Problem(_where(self.source), "", error),)
+        return ()
+
+    def feeders(self) -> list[Feeder]:
+        return [self.source.run, self.reconciler.run]
+
+    def reload_stats(self) -> ReloadStats:
+        source, built = self.source.status, self.reconciler.status
+        return ReloadStats(
+            loads=source.loads, rejected=source.rejected, failures=built.failures, valid=source.ok
+        )
+
+    def status(self) -> dict[str, Any]:
+        """The `policy` section of `/status`."""
+        source, built = self.source.status, self.reconciler.status
+        rejected = self.source.last_rejected
+        latest = self.publisher.latest
+        return {
+            "directory": source.directory,
+            "ok": source.ok,
+            "files": source.files,
+            "loads": source.loads,
+            "accepted": source.accepted,
+            "rejected": source.rejected,
+            "loaded_at": source.loaded_at,
+            "problems": [str(p) for p in source.problems],
+            "last_error": None
+            if rejected is None
+            else {
+                "at": rejected.loaded_at,
+                "current": not source.ok,  # False once a later load was accepted
+                "problems": [str(p) for p in rejected.problems],
+            },
+            "published_version": built.version,
+            "compile_failures": built.failures,
+            "last_compile_error": built.last_error,
+            "rollout": str(self.publisher.rollout(latest.version)) if latest else None,
+        }
+
+
+def _where(source: FileSource) -> Origin:
+    return Origin(str(source.settings.directory), 0, 0)
+
+
+async def serve(settings: RunSettings, *, stop: asyncio.Event | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (or `stop`); the exit status."""
+    stop = stop or asyncio.Event()
+    pipeline = PolicyPipeline(
+        settings.directory,
+        poll_interval_s=settings.poll_interval_s,
+        debounce_s=settings.debounce_s,
+    )
+    problems = await pipeline.load_first()
+    if problems:
+        print(f"fleetgate run: no valid policies in {settings.directory}:", file=sys.stderr)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1
+    handle_signals(stop, pipeline.source.request_reload)
+    if settings.workers > 1:
+        return await _serve_workers(settings, pipeline, stop)
+    embedded = Embedded(settings, pipeline)
+    await embedded.serve(stop, banner=True)
+    return 0
+
+
+class Embedded:
+    """One gateway process fed in-process by the pipeline (also what `fleetgate demo` runs)."""
+
+    def __init__(self, settings: RunSettings, pipeline: PolicyPipeline) -> None:
+        self.pipeline = pipeline
+        host, port = settings.listen
+        self.process = GatewayProcess(
+            ProcessSettings(
+                gateway=GatewaySettings(listeners=(Listener(host, port),)),
+                admin=settings.admin,
+                access_log=settings.access_log,
+                drain_timeout_s=settings.drain_timeout_s,
+            ),
+            parts={"policy": pipeline.status},
+            reload=pipeline.reload_stats,
+        )
+
+    @property
+    def listen(self) -> str:
+        host, port = self.process.gateway.addresses[0]
+        return f"{host}:{port}"
+
+    async def serve(self, stop: asyncio.Event, *, banner: bool = False) -> None:
+        self.pipeline.publisher.attach(f"{os.uname().nodename}/{os.getpid()}", None, self.apply)
+        async with asyncio.TaskGroup() as tg:
+            serving = tg.create_task(
+                self.process.serve(self.pipeline.feeders(), stop), name="run.serve"
+            )
+            if banner:
+                tg.create_task(self._banner(serving), name="run.banner")
+
+    def apply(self, table: RoutingTable) -> None:
+        self.process.apply(table)
+
+    async def _banner(self, serving: asyncio.Task[None]) -> None:
+        await self.process.listening.wait()
+        admin = self.process.admin_address
+        print(
+            f"fleetgate run: listening on http://{self.listen}"
+            + (f", admin http://{admin}" if admin else "")
+            + f" (policies: {self.pipeline.source.settings.directory},"
+            f" table v{self.process.gateway.table.version})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+async def _serve_workers(
+    settings: RunSettings, pipeline: PolicyPipeline, stop: asyncio.Event
+) -> int:
+    # The snapshot API the workers subscribe to: loopback only, a port of its own.
+    internal = web.AppRunner(publishing.build_app(pipeline.publisher), access_log=None)
+    await internal.setup()
+    try:
+        site = web.TCPSite(internal, "127.0.0.1", 0)
+        await site.start()
+        api_host, api_port = internal.addresses[0][:2]
+        pool = workers.WorkerPool(
+            workers.WorkerSettings(
+                count=settings.workers,
+                listen=settings.listen,
+                controller_url=f"http://{api_host}:{api_port}",
+                gateway_id=f"{os.uname().nodename}/{os.getpid()}",
+                access_log=settings.access_log,
+                drain_timeout_s=settings.drain_timeout_s,
+            )
+        )
+        view = workers.WorkersView(
+            pool, parts={"policy": pipeline.status}, reload=pipeline.reload_stats
+        )
+        async with asyncio.TaskGroup() as tg:
+            supervising = tg.create_task(
+                workers.supervise(
+                    pool, view, admin=settings.admin, stop=stop, feeders=pipeline.feeders()
+                ),
+                name="run.workers",
+            )
+            tg.create_task(_workers_banner(settings, pool, view, stop), name="run.banner")
+        return 0 if supervising.result() else 1
+    finally:
+        await internal.cleanup()
+
+
+async def _workers_banner(
+    settings: RunSettings, pool: workers.WorkerPool, view: workers.WorkersView, stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        if await view.not_ready() is None:
+            print(
+                f"fleetgate run: listening on http://{pool.listen} with {settings.workers} workers"
+                + (f", admin http://{view.admin_address}" if view.admin_address else "")
+                + f" (policies: {settings.directory})",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        await asyncio.sleep(0.05)
