@@ -34,7 +34,6 @@ class ExchangeObserver(Protocol):
 
 class ProxyContext:
     __slots__ = (
-        "_id_prefix",
         "_ids",
         "all_closed",
         "counters",
@@ -71,8 +70,8 @@ class ProxyContext:
         self.mirrors: Mirrors
         # Request ids: a random per-process prefix and a counter. Unique and cheap (no uuid4
         # per request); they are identifiers, not secrets.
-        self._id_prefix = secrets.token_hex(8).encode() + b"-"
-        self._ids = itertools.count(1)
+        template = secrets.token_hex(8).encode() + b"-%x"
+        self._ids = map(template.__mod__, itertools.count(1))
 
     def new_request_id(self) -> bytes:
-        return b"%s%08x" % (self._id_prefix, next(self._ids))
+        return next(self._ids)

@@ -17,6 +17,7 @@ After an `Upgrade` request the connection only relays raw bytes once the upstrea
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import cast
 
@@ -24,6 +25,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from gateway import headers as h
 from gateway.context import ProxyContext
+from gateway.errors import REASONS
 from gateway.exchange import (
     BODY_CHUNKED,
     BODY_LENGTH,
@@ -33,6 +35,8 @@ from gateway.exchange import (
     PAUSE_PIPELINE,
     Exchange,
 )
+
+log = logging.getLogger(__name__)
 
 _KINDS = h.REQUEST_KINDS
 _SPECIAL = h.REQUEST_SPECIAL
@@ -128,8 +132,9 @@ class DownstreamProtocol(asyncio.Protocol):
         self._queue = None
 
     def eof_received(self) -> bool | None:
-        # A client may half-close after its last request and still read the answer.
-        if self._active is not None:
+        # A client may half-close after its last request and still read the answer. A spliced
+        # (upgraded) connection simply ends: both sides close.
+        if self._active is not None and self._splice is None:
             self._eof = True
             self._stop_reading()
             return True
@@ -168,9 +173,14 @@ class DownstreamProtocol(asyncio.Protocol):
             # waits for the upstream's 101 (or is dropped with the connection otherwise).
             self._held = [data[upgrade.args[0] :]]
             self._stop_reading()
-        except HttpParserError:
-            if not self._broken:
-                self._refuse()
+        except HttpParserError as exc:
+            cause = exc.__context__
+            if cause is not None and not isinstance(cause, _StopParsing):
+                # A bug in our callbacks, not bad input: say so loudly, answer 500, close.
+                log.error("request handling failed peer=%s", self.peer, exc_info=cause)
+                self._refuse("internal_error")
+            elif not self._broken:
+                self._refuse("bad_request")
 
     # -- httptools callbacks ---------------------------------------------------------------------
 
@@ -226,6 +236,9 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.upgrade = value
         elif kind == h.REQ_TE:
             ex.te_trailers = b"trailers" in value.lower()
+        elif kind == h.REQ_EXPECT:
+            ex.expect_continue = value.lower() == b"100-continue"
+            ex.headers += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
         ex = self._ex
@@ -349,8 +362,8 @@ class DownstreamProtocol(asyncio.Protocol):
             self.closing = True
             self.transport.close()  # flushes what is buffered first
 
-    def _refuse(self) -> None:
-        """The parser rejected the bytes: answer 400 in turn, read nothing more."""
+    def _refuse(self, reason: str) -> None:
+        """The request cannot be read on: answer it in its turn, read nothing more."""
         self._broken = True
         self._stop_reading()
         ex = self._ex
@@ -358,13 +371,13 @@ class DownstreamProtocol(asyncio.Protocol):
         if ex is not None and ex.parsed:
             # Broken inside a body that is already streaming upstream: the upstream must never
             # see the message complete, so its connection is dropped with the request.
-            ex.bad = "bad_request"
+            ex.bad = reason
             ex.keep_alive = False
             if ex is self._active:
-                ex.reply(400, "bad_request")
+                ex.reply(REASONS[reason], reason)
             return
         bad = Exchange(self)
-        bad.bad = "bad_request"
+        bad.bad = reason
         bad.keep_alive = False
         bad.request_done = True
         if self._active is None:
@@ -381,8 +394,10 @@ class DownstreamProtocol(asyncio.Protocol):
         """Deadlines and idle limits, called by the gateway's tick."""
         ex = self._active
         if ex is None:
-            if self._ex is None and (
-                self.ctx.draining or now - self.last_seen > self.ctx.settings.downstream_idle_s
+            # Idle between requests (or stalled inside one): closed after downstream_idle_s.
+            # Header and body read timeouts proper belong to the hostile-input defences.
+            if now - self.last_seen > self.ctx.settings.downstream_idle_s or (
+                self.ctx.draining and self._ex is None
             ):
                 self.close()
             return

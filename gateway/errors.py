@@ -17,6 +17,7 @@ REASONS: Mapping[str, int] = {
     "no_route": 404,  # no rule matches host + path (+ headers, query, method)
     "invalid_backend": 500,  # the matched rule points at a backendRef that does not resolve
     "no_backend": 500,  # the matched rule has no backendRefs with weight
+    "internal_error": 500,  # a bug in the gateway (logged with its traceback)
     "upstream_reset": 502,  # the upstream closed or reset before a complete response
     "upstream_protocol_error": 502,  # the upstream sent something that is not HTTP/1.1
     "no_healthy_backend": 503,  # no endpoint to send to in any tier

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from httptools import parse_url
 
 from gateway import headers as h
-from gateway.errors import UpstreamConnectError
+from gateway.errors import REASONS, UpstreamConnectError
 from gateway.routing import HeaderView
 from policies.matching import Decision, Forward, Redirect, RequestHead
 from policies.model import HeaderModifier
@@ -63,6 +63,7 @@ class Exchange:
         "discard",
         "down",
         "endpoint",
+        "expect_continue",
         "finished",
         "forward",
         "forwarded_for",
@@ -108,6 +109,7 @@ class Exchange:
         self.conn_values: list[bytes] | None = None
         self.te: bytes | None = None
         self.te_trailers = False
+        self.expect_continue = False
         self.upgrade: bytes | None = None
         self.forwarded_for: bytes | None = None
         self.request_id: bytes | None = None
@@ -148,7 +150,7 @@ class Exchange:
     def start(self) -> None:
         """Decide this exchange (now first in line on its connection) and act on the decision."""
         if self.bad is not None:
-            self.reply(400, self.bad)
+            self.reply(REASONS.get(self.bad, 400), self.bad)
             return
         down = self.down
         target = self.target
@@ -401,9 +403,12 @@ class Exchange:
             return True
         if self.upgrade is not None:
             return True
-        # The rest of the request body is read and dropped only when it is short.
+        # The rest of the request body is read and dropped only when it is short, and never when
+        # the client waits for 100 Continue: it may send the body or not (RFC 9110 §10.1.1).
         unread_body = not self.request_done and (
-            self.body == BODY_CHUNKED or self.content_length > DISCARD_BODY_BYTES
+            self.body == BODY_CHUNKED
+            or self.content_length > DISCARD_BODY_BYTES
+            or self.expect_continue
         )
         return unread_body
 

@@ -48,6 +48,7 @@ REQ_TE = 6  # hop-by-hop; `TE: trailers` is kept (gRPC needs it)
 REQ_FORWARDED_FOR = 7  # replaced by the client's value with the peer appended
 REQ_REQUEST_ID = 8  # kept; generated when absent
 REQ_CONTENT_LENGTH = 9  # kept (the parser already refused duplicates and CL+TE)
+REQ_EXPECT = 10  # kept (100-continue is passed through); a local reply then closes
 
 REQUEST_SPECIAL: dict[bytes, int] = {
     b"host": REQ_HOST,
@@ -65,6 +66,7 @@ REQUEST_SPECIAL: dict[bytes, int] = {
     b"x-forwarded-for": REQ_FORWARDED_FOR,
     b"x-request-id": REQ_REQUEST_ID,
     b"content-length": REQ_CONTENT_LENGTH,
+    b"expect": REQ_EXPECT,
 }
 
 RESP_PLAIN = 0

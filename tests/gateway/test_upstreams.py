@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 
 from gateway.settings import GatewaySettings
 from policies.model import Timeouts, TrafficSettings
@@ -219,3 +221,44 @@ async def test_unknown_host_is_a_404(raw_upstream: StartRaw, gateway: StartGatew
 
 def test_default_upstream_idle_timeout_is_below_common_upstream_ones() -> None:
     assert GatewaySettings().upstream_idle_s < 5.0  # uvicorn's and Node.js's keep-alive timeout
+
+
+async def test_connect_timeout_is_a_503(gateway: StartGateway) -> None:
+    # A listener whose accept queue is full drops further SYNs: connecting hangs.
+    with socket.socket() as listener:
+        listener.bind((EAST, 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        fillers = [socket.socket() for _ in range(4)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(address)
+            settings = TrafficSettings(timeouts=Timeouts(request_s=10.0, connect_s=0.2))
+            gw = await gateway(tables.single(f"{EAST}:{address[1]}", settings=settings))
+            response = await _one(gw.addresses[0], wire.get())
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert response.status == 503
+    assert response.header("x-gateway-reason") == b"upstream_connect_failed"
+
+
+async def test_local_reply_to_expect_continue_closes_the_connection(
+    raw_upstream: StartRaw, gateway: StartGateway
+) -> None:
+    # The client waits for 100 Continue and may never send the body: reading on would take its
+    # next request for that body, so a local reply closes the connection instead.
+    upstream = await raw_upstream(ok())
+    gw = await gateway(tables.single(upstream.address))
+    conn = await wire.Conn.open(gw.addresses[0])
+    response = await conn.request(
+        b"POST /x HTTP/1.1\r\nHost: nowhere.test\r\nContent-Length: 10\r\n"
+        b"Expect: 100-continue\r\n\r\n"
+    )
+    closed = await conn.closed_by_peer()
+    await conn.close()
+    assert response.status == 404
+    assert response.header("connection") == b"close"
+    assert closed
