@@ -6,6 +6,7 @@ import json
 
 import aiohttp
 
+from tests.conftest import eventually
 from tests.fakes.upstream import SeenRequest, ok
 from tests.gateway import tables, wire
 from tests.gateway.conftest import EAST, StartApp, StartGateway, StartRaw
@@ -379,3 +380,38 @@ async def test_upstream_requests_use_the_endpoint_address(
     await conn.request(wire.get("/x"))
     await conn.close()
     assert list(map(_target, upstream.requests)) == [b"/x"]
+
+
+async def test_pipelined_requests_with_bodies(
+    raw_upstream: StartRaw, gateway: StartGateway
+) -> None:
+    upstream = await raw_upstream(lambda req: _answer(req.body))
+    gw = await gateway(tables.single(upstream.address))
+    conn = await wire.Conn.open(gw.addresses[0])
+    requests = [
+        b"POST /1 HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 3\r\n\r\none",
+        b"POST /2 HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\ntwo\r\n0\r\n\r\n",
+        wire.get("/3"),
+        b"PUT /4 HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 4\r\n\r\nfour",
+    ]
+    conn.send(b"".join(requests), responses=4)
+    responses = await conn.responses(4)
+    await conn.close()
+    assert [r.body for r in responses] == [b"one", b"two", b"", b"four"]
+    assert [r.target for r in upstream.requests] == [b"/1", b"/2", b"/3", b"/4"]
+
+
+async def test_client_leaving_mid_response_drops_the_upstream_connection(
+    app_upstream: StartApp, gateway: StartGateway
+) -> None:
+    address = await app_upstream("east")
+    gw = await gateway(tables.single(address))
+    conn = await wire.Conn.open(gw.addresses[0])
+    conn.send(wire.get("/download?bytes=67108864"))
+    first = await conn.reader.read(1024)
+    await conn.close()
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    # Half a response cannot be finished on a later request: the connection is closed, not pooled.
+    await eventually(lambda: gw.counters.upstream_open == 0)
+    assert gw.pools.idle_count() == 0
