@@ -187,6 +187,10 @@ class WorkerPool:
             self._dir = None
 
     @property
+    def started(self) -> bool:
+        return self._dir is not None
+
+    @property
     def stopping(self) -> bool:
         return self._stopping
 
@@ -221,6 +225,8 @@ class WorkersView:
 
     async def _ask(self, index: int, path: str) -> tuple[int, Any]:
         """(status, decoded JSON or text) from worker `index`; (0, error text) on failure."""
+        if not self.pool.started:
+            return 0, "workers not started"
         timeout = aiohttp.ClientTimeout(total=_ASK_TIMEOUT_S)
         try:
             async with self._session(index).get(f"http://worker{path}", timeout=timeout) as resp:
