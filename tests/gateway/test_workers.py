@@ -84,7 +84,7 @@ async def test_two_workers_share_one_port_and_add_up_on_one_admin_port(
             async with client.get(f"{admin}/status") as resp:
                 status = await resp.json()
             # Each worker reports what it applied on its next long-poll ("2/2 gateways on vN").
-            await eventually(lambda: publisher.rollout(table.version).total == 2)
+            await eventually(lambda: len(publisher.rollout(table.version).applied) == 2)
             rollout = publisher.rollout(table.version)
         finally:
             stop.set()
