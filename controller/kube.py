@@ -294,6 +294,47 @@ class ClusterClient:
                 self.cluster, 500, "BadSecret", f"secret {namespace}/{name}: {exc}"
             ) from exc
 
+    # -- status and events (the leader's writes) ----------------------------------------------
+
+    async def patch_status(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None,
+        name: str,
+        status: Mapping[str, Any],
+    ) -> None:
+        """Merge-patch `{"status": status}` through the object's status subresource (custom
+        resources only). Keys of the current status that `status` does not name are kept."""
+        coordinates = (resource.group, resource.version)
+        body = {"status": dict(status)}
+        options: dict[str, Any] = {
+            # A dict body would be sent as a JSON patch otherwise (see docs/controller.md).
+            "_content_type": "application/merge-patch+json",
+            "_request_timeout": self.settings.request_timeout_s,
+        }
+        if resource.namespaced:
+            if not namespace:
+                raise ValueError(f"{resource} is namespaced: a namespace is required")
+            request = self._custom.patch_namespaced_custom_object_status(
+                *coordinates, namespace, resource.plural, name, body, **options
+            )
+        else:
+            request = self._custom.patch_cluster_custom_object_status(
+                *coordinates, resource.plural, name, body, **options
+            )
+        await self._call(f"patch status of {resource} {namespace or ''}/{name}", request)
+
+    async def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        """Create a core/v1 Event (the JSON body as the API takes it)."""
+        body: Any = dict(event)  # the generated client serialises a plain dict as it is
+        await self._call(
+            f"create event in {namespace}",
+            self._core.create_namespaced_event(
+                namespace, body, _request_timeout=self.settings.request_timeout_s
+            ),
+        )
+
     # -- translation -----------------------------------------------------------------------
 
     async def _call(self, what: str, request: Awaitable[Any]) -> Any:
@@ -351,6 +392,19 @@ async def connect(
     except (ConfigException, OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
         raise errors.ConfigError(f"kubeconfig for cluster {cluster!r} is unusable: {exc}") from exc
     return ClusterClient(cluster, api, settings or KubeSettings())
+
+
+async def connect_in_cluster(
+    cluster: str, *, settings: KubeSettings | None = None
+) -> ClusterClient:
+    """A client for the cluster this process runs in (its ServiceAccount token and CA)."""
+    configuration = client.Configuration()
+    load: Any = config.load_incluster_config  # untyped in kubernetes_asyncio
+    try:
+        load(client_configuration=configuration)
+    except (ConfigException, OSError) as exc:
+        raise errors.ConfigError(f"not running in a cluster: {exc}") from exc
+    return ClusterClient(cluster, client.ApiClient(configuration), settings or KubeSettings())
 
 
 def kubeconfig_from_secret(data: Mapping[str, bytes], key: str = "kubeconfig") -> Mapping[str, Any]:
