@@ -1,0 +1,430 @@
+"""The operator API: releases, policy history and rollback, gateways (aiohttp server I/O).
+
+Everything is under `/api/v1` (the snapshot API of `controller.publishing` owns `/v1`, so both
+can share one server) and answers JSON. Errors are `{"error": <snake_case code>, "message": ...}`.
+
+    GET  /api/v1/releases                                   releases the caller may see
+    GET  /api/v1/releases/{namespace}/{name}                status (`fleetgate release status`)
+    POST /api/v1/releases/{namespace}/{name}/{action}       start promote pause resume abort
+                                                            retry set-weight
+         promote:    full=true skips every remaining step (promote --full)
+         abort:      ramped=false drops to 0 % at once (default: follow spec.abort.rampSteps)
+         set-weight: weight=N
+    GET  /api/v1/releases/{namespace}/{name}/history        overlay revisions
+    GET  /api/v1/policies                                   policies with a history
+    GET  /api/v1/policies/{namespace}/{name}/history        revisions (content=true: with content)
+    POST /api/v1/policies/{namespace}/{name}/rollback       revision=N
+    GET  /api/v1/gateways                                   gateways and their applied versions
+
+Parameters come from the query string or a JSON object body (the body wins).
+
+**Auth** (DESIGN.md §6): `Authorization: Bearer <token>`. Tokens are stored only as SHA-256
+digests: they are 256-bit random strings (`new_token`), so a slow password hash would add nothing
+but latency. Each token has a name (the *actor* recorded in every revision and log line), a role,
+and for developers a list of namespaces. Admins may do everything; developers may read and act on
+releases and policies in their namespaces only (403 elsewhere) and read the gateway list. A
+missing or unknown token is 401. Every write is logged on the `controller.api.audit` logger with
+its actor and outcome, refusals included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from controller import codec
+from controller.releases import ReleaseNotFound, ReleaseRunner
+from controller.rollbacks import RollbackRefused, UnknownPolicy
+from policies.release_state import Refused
+
+log = logging.getLogger(__name__)
+audit = logging.getLogger("controller.api.audit")
+
+ADMIN = "admin"
+DEVELOPER = "developer"
+ROLES = (ADMIN, DEVELOPER)
+TOKEN_PREFIX = "fgt_"
+
+_ACTIONS = {
+    "start": "start",
+    "promote": "promote",
+    "pause": "pause",
+    "resume": "resume",
+    "abort": "abort",
+    "retry": "retry",
+    "set-weight": "set_weight",
+}
+
+
+class TokenFileError(ValueError):
+    """The tokens file cannot be used; the message says where and why."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the token's name, role and namespaces."""
+
+    name: str
+    role: str  # ADMIN | DEVELOPER
+    namespaces: frozenset[str] = frozenset()
+
+    def may(self, namespace: str) -> bool:
+        return self.role == ADMIN or namespace in self.namespaces
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TokenEntry:
+    """One token as stored: never the token itself, only its digest."""
+
+    name: str
+    sha256: str  # hex digest of the token
+    role: str
+    namespaces: tuple[str, ...] = ()
+
+
+def new_token() -> str:
+    """A fresh random token (shown once to the operator; store `hash_token` of it)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Tokens:
+    """The token table: digest → principal."""
+
+    def __init__(self, entries: Iterable[TokenEntry]) -> None:
+        self._by_digest: dict[str, Principal] = {}
+        for entry in entries:
+            if entry.role not in ROLES:
+                raise TokenFileError(f"token {entry.name!r}: role must be one of {ROLES}")
+            digest = entry.sha256.lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise TokenFileError(f"token {entry.name!r}: sha256 must be 64 hex digits")
+            self._by_digest[digest] = Principal(entry.name, entry.role, frozenset(entry.namespaces))
+
+    @classmethod
+    def from_file(cls, path: Path) -> Tokens:
+        """Read a YAML (or JSON) file: `tokens: [{name, sha256, role, namespaces}]`."""
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise TokenFileError(f"{path}: cannot read tokens: {exc}") from exc
+        items = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise TokenFileError(f"{path}: expected a top-level `tokens:` list")
+        entries = []
+        for index, item in enumerate(items):
+            try:
+                entries.append(codec.decode(TokenEntry, item))
+            except (TypeError, ValueError, KeyError) as exc:
+                raise TokenFileError(f"{path}: tokens[{index}]: {exc}") from exc
+        return cls(entries)
+
+    def authenticate(self, token: str) -> Principal | None:
+        # A dict probe on the digest: timing reveals at most which digests exist, never a
+        # prefix of a token.
+        return self._by_digest.get(hash_token(token))
+
+
+RUNNER = web.AppKey("release_runner", ReleaseRunner)
+TOKENS = web.AppKey("tokens", Tokens)
+
+Handler = Callable[[web.Request, Principal], Awaitable[web.Response]]
+
+
+def add_routes(app: web.Application, runner: ReleaseRunner, tokens: Tokens) -> None:
+    """Mount the operator API on `app`."""
+    app[RUNNER] = runner
+    app[TOKENS] = tokens
+    get, post = app.router.add_get, app.router.add_post
+    get("/api/v1/releases", _authed(_list_releases))
+    get("/api/v1/releases/{namespace}/{name}", _authed(_release_status))
+    get("/api/v1/releases/{namespace}/{name}/history", _authed(_release_history))
+    post("/api/v1/releases/{namespace}/{name}/{action}", _authed(_release_action))
+    get("/api/v1/policies", _authed(_list_policies))
+    get("/api/v1/policies/{namespace}/{name}/history", _authed(_policy_history))
+    post("/api/v1/policies/{namespace}/{name}/rollback", _authed(_policy_rollback))
+    get("/api/v1/gateways", _authed(_gateways))
+
+
+def build_app(runner: ReleaseRunner, tokens: Tokens) -> web.Application:
+    app = web.Application(client_max_size=64 << 10)
+    add_routes(app, runner, tokens)
+    return app
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+def _authed(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def wrapper(request: web.Request) -> web.Response:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        principal = None
+        if scheme.lower() == "bearer" and token.strip():
+            principal = request.app[TOKENS].authenticate(token.strip())
+        if principal is None:
+            if request.method != "GET":
+                audit.info("refused actor=<none> %s %s: unauthorized", request.method, request.path)
+            return _error(401, "unauthorized", "a valid bearer token is required")
+        return await handler(request, principal)
+
+    return wrapper
+
+
+def _forbidden(request: web.Request, principal: Principal, namespace: str) -> web.Response | None:
+    if principal.may(namespace):
+        return None
+    if request.method != "GET":
+        audit.info(
+            "refused actor=%s %s %s: namespace %s not allowed",
+            principal.name,
+            request.method,
+            request.path,
+            namespace,
+        )
+    return _error(403, "forbidden", f"token {principal.name!r} may not use namespace {namespace!r}")
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query)
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "bad_body", "message": f"body is not JSON: {exc}"}),
+                content_type="application/json",
+            ) from exc
+        if isinstance(body, dict):
+            params.update(body)
+    return params
+
+
+def _flag(params: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = params.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def _integer(params: Mapping[str, Any], name: str) -> int | None:
+    value = params.get(name)
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# -- releases --------------------------------------------------------------------------------
+
+
+async def _list_releases(request: web.Request, principal: Principal) -> web.Response:
+    runner = request.app[RUNNER]
+    await runner.wait_ready()
+    views = []
+    for release_id in runner.release_ids():
+        if principal.may(release_id.partition("/")[0]):
+            try:
+                views.append(runner.view(release_id))
+            except ReleaseNotFound:
+                continue
+    return web.json_response({"releases": views})
+
+
+async def _release_status(request: web.Request, principal: Principal) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    denied = _forbidden(request, principal, namespace)
+    if denied is not None:
+        return denied
+    runner = request.app[RUNNER]
+    await runner.wait_ready()
+    try:
+        return web.json_response(runner.view(f"{namespace}/{name}"))
+    except ReleaseNotFound:
+        return _error(404, "not_found", f"no release {namespace}/{name}")
+
+
+async def _release_history(request: web.Request, principal: Principal) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    denied = _forbidden(request, principal, namespace)
+    if denied is not None:
+        return denied
+    runner = request.app[RUNNER]
+    await runner.wait_ready()
+    try:
+        history = runner.history(f"{namespace}/{name}")
+    except ReleaseNotFound:
+        return _error(404, "not_found", f"no release {namespace}/{name}")
+    revisions = [
+        {
+            "number": r.number,
+            "at": r.at,
+            "actor": r.actor,
+            "reason": r.reason,
+            "content": codec.encode(r.content),
+        }
+        for r in history.revisions
+    ]
+    return web.json_response({"subject": f"{namespace}/{name}", "revisions": revisions})
+
+
+async def _release_action(request: web.Request, principal: Principal) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    release_id = f"{namespace}/{name}"
+    denied = _forbidden(request, principal, namespace)
+    if denied is not None:
+        return denied
+    verb = request.match_info["action"]
+    action = _ACTIONS.get(verb)
+    if action is None:
+        return _error(404, "unknown_action", f"no release action {verb!r}")
+    params = await _params(request)
+    weight = _integer(params, "weight")
+    if action == "set_weight" and weight is None:
+        return _error(400, "weight_required", "set-weight needs an integer `weight`")
+    if action == "promote" and _flag(params, "full", False):
+        action = "promote_full"
+    runner = request.app[RUNNER]
+    try:
+        result = await runner.act(
+            release_id,
+            action,
+            actor=principal.name,
+            weight=weight,
+            immediate=not _flag(params, "ramped", True),
+        )
+    except ReleaseNotFound:
+        audit.info("refused actor=%s %s %s: not found", principal.name, action, release_id)
+        return _error(404, "not_found", f"no release {release_id}")
+    if isinstance(result, Refused):
+        audit.info("refused actor=%s %s %s: %s", principal.name, action, release_id, result.reason)
+        return _error(409, result.reason, result.message)
+    audit.info(
+        "actor=%s %s %s%s: %s",
+        principal.name,
+        action,
+        release_id,
+        f" weight={weight}" if action == "set_weight" else "",
+        result.state.message,
+    )
+    return web.json_response({"ok": True, "release": runner.view(release_id)})
+
+
+# -- policies --------------------------------------------------------------------------------
+
+
+async def _list_policies(request: web.Request, principal: Principal) -> web.Response:
+    runner = request.app[RUNNER]
+    await runner.wait_ready()
+    histories = runner.policies
+    items = []
+    for route_id in histories.ids():
+        if not principal.may(route_id.partition("/")[0]):
+            continue
+        latest = histories.history(route_id).latest
+        items.append(
+            {
+                "policy": route_id,
+                "revision": latest.number if latest else None,
+                "rolled_back": histories.overridden(route_id),
+            }
+        )
+    return web.json_response({"policies": items})
+
+
+async def _policy_history(request: web.Request, principal: Principal) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    denied = _forbidden(request, principal, namespace)
+    if denied is not None:
+        return denied
+    runner = request.app[RUNNER]
+    await runner.wait_ready()
+    route_id = f"{namespace}/{name}"
+    try:
+        history = runner.policies.history(route_id)
+    except UnknownPolicy:
+        return _error(404, "not_found", f"no history for policy {route_id}")
+    with_content = _flag(request.query, "content", False)
+    revisions = []
+    for r in history.revisions:
+        item: dict[str, Any] = {
+            "number": r.number,
+            "at": r.at,
+            "actor": r.actor,
+            "reason": r.reason,
+        }
+        if with_content:
+            item["content"] = codec.encode(r.content)
+        revisions.append(item)
+    return web.json_response(
+        {
+            "subject": route_id,
+            "revisions": revisions,
+            "rolled_back": runner.policies.overridden(route_id),
+        }
+    )
+
+
+async def _policy_rollback(request: web.Request, principal: Principal) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    route_id = f"{namespace}/{name}"
+    denied = _forbidden(request, principal, namespace)
+    if denied is not None:
+        return denied
+    params = await _params(request)
+    number = _integer(params, "revision")
+    if number is None:
+        return _error(400, "revision_required", "rollback needs an integer `revision`")
+    runner = request.app[RUNNER]
+    try:
+        revision = await runner.rollback_policy(route_id, number, actor=principal.name)
+    except UnknownPolicy:
+        audit.info("refused actor=%s rollback %s: not found", principal.name, route_id)
+        return _error(404, "not_found", f"no history for policy {route_id}")
+    except RollbackRefused as exc:
+        audit.info("refused actor=%s rollback %s: %s", principal.name, route_id, exc.reason)
+        return _error(409, exc.reason, exc.message)
+    audit.info(
+        "actor=%s rollback %s to revision %d: now revision %d",
+        principal.name,
+        route_id,
+        number,
+        revision.number,
+    )
+    return web.json_response(
+        {
+            "ok": True,
+            "policy": route_id,
+            "revision": revision.number,
+            "reason": revision.reason,
+            "rolled_back": runner.policies.overridden(route_id),
+        }
+    )
+
+
+async def _gateways(request: web.Request, principal: Principal) -> web.Response:
+    publisher = request.app[RUNNER].publisher
+    latest = publisher.latest
+    return web.json_response(
+        {
+            "version": latest.version if latest else None,
+            "rollout": str(publisher.rollout(latest.version)) if latest else None,
+            "gateways": [dataclasses.asdict(view) for view in publisher.gateways()],
+        }
+    )
