@@ -133,8 +133,8 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # A client may half-close after its last request and still read the answer. A spliced
-        # (upgraded) connection simply ends: both sides close.
-        if self._active is not None and self._splice is None:
+        # (upgraded) connection simply ends, and so does one that stops inside a request.
+        if self._active is not None and self._splice is None and self._ex is None:
             self._eof = True
             self._stop_reading()
             return True

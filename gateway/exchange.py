@@ -18,7 +18,7 @@ from __future__ import annotations
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from httptools import parse_url
+from httptools import HttpParserInvalidURLError, parse_url
 
 from gateway import headers as h
 from gateway.errors import REASONS, UpstreamConnectError
@@ -159,7 +159,13 @@ class Exchange:
             path, query = (target, b"") if q < 0 else (target[:q], target[q + 1 :])
         elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
             # absolute-form (RFC 9112 §3.2.2): its authority replaces the Host header
-            url = parse_url(target)
+            try:
+                url = parse_url(target)
+            except HttpParserInvalidURLError:
+                url = None
+            if url is None or not url.host:
+                self.reply(400, "bad_request")
+                return
             path, query = url.path or b"/", url.query or b""
             self.host = url.host + (b":%d" % url.port if url.port else b"")
             self.target = path + b"?" + query if query else path

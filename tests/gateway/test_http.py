@@ -415,3 +415,21 @@ async def test_client_leaving_mid_response_drops_the_upstream_connection(
     # Half a response cannot be finished on a later request: the connection is closed, not pooled.
     await eventually(lambda: gw.counters.upstream_open == 0)
     assert gw.pools.idle_count() == 0
+
+
+async def test_absolute_form_target_routes_on_its_authority(
+    raw_upstream: StartRaw, gateway: StartGateway
+) -> None:
+    upstream = await raw_upstream(ok())
+    gw = await gateway(tables.single(upstream.address))
+    conn = await wire.Conn.open(gw.addresses[0])
+    routed = await conn.request(
+        b"GET http://shop.test/p?q=1 HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n"
+    )
+    broken = await conn.request(b"GET http:///nohost HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    await conn.close()
+    assert routed.status == 200
+    assert broken.status == 400
+    seen = upstream.requests[0]
+    assert seen.target == b"/p?q=1"
+    assert seen.values("host") == [b"shop.test"]
