@@ -33,6 +33,7 @@ from gateway.exchange import (
     INF,
     PAUSE_DONE,
     PAUSE_PIPELINE,
+    PAUSE_UPSTREAM,
     Exchange,
 )
 
@@ -325,8 +326,9 @@ class DownstreamProtocol(asyncio.Protocol):
         queue = self._queue
         nxt = queue.popleft() if queue else None
         self._active = nxt
-        if not queue and self._paused & PAUSE_PIPELINE:
-            self.resume(PAUSE_PIPELINE)
+        if self._paused & (PAUSE_UPSTREAM | PAUSE_PIPELINE):
+            # The finished exchange's upstream can no longer say it drained.
+            self.resume(PAUSE_UPSTREAM if queue else PAUSE_UPSTREAM | PAUSE_PIPELINE)
         if nxt is not None:
             nxt.start()
         elif self._eof:
