@@ -26,3 +26,7 @@ REGISTRY.append(controller_cmd.register)
 from fleetgate import explain  # noqa: E402
 
 REGISTRY.append(explain.register)
+
+from fleetgate import release  # noqa: E402
+
+REGISTRY.append(release.register)

@@ -22,6 +22,7 @@ from policies import loading
 from policies import snapshot as wire
 from policies.model import PolicySet
 from policies.table import RoutingTable
+from tests.conftest import eventually
 
 CLUSTERS = """
 apiVersion: fleetgate.io/v1alpha1
@@ -59,6 +60,7 @@ def release_yaml(
     *,
     name: str = "web-v2",
     namespace: str = "shop",
+    target: str = "storefront",
     analysis: str = "",
     abort: str = "",
 ) -> str:
@@ -68,7 +70,7 @@ apiVersion: fleetgate.io/v1alpha1
 kind: Release
 metadata: {{name: {name}, namespace: {namespace}}}
 spec:
-  target: storefront
+  target: {target}
   stable: {{backendRef: {{name: web, port: 80}}}}
   canary: {{backendRef: {{name: web-v2, port: 80}}}}
   strategy:
@@ -77,6 +79,12 @@ spec:
 {analysis}
 {abort}
 """
+
+
+async def ticks_pass(runner: ReleaseRunner, count: int = 5) -> None:
+    """Let the runner tick `count` more times (a condition to wait on, not a sleep)."""
+    target = runner.ticks + count
+    await eventually(lambda: runner.ticks >= target)
 
 
 def load(*texts: str) -> PolicySet:

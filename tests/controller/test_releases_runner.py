@@ -20,16 +20,11 @@ from tests.controller.release_rig import (
     fleet,
     load,
     release_yaml,
+    ticks_pass,
 )
 
 CANARY = "shop/web-v2:80"
 STABLE = "shop/web:80"
-
-
-async def ticks_pass(runner: ReleaseRunner, count: int = 5) -> None:
-    """Let the runner tick `count` more times (a condition to wait on, not a sleep)."""
-    target = runner.ticks + count
-    await eventually(lambda: runner.ticks >= target)
 
 
 def paused_at(runner: ReleaseRunner, step: int) -> bool:
