@@ -230,7 +230,8 @@ class Timeouts:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Retry:
     attempts: int = 1  # retries, not tries
-    on: tuple[str, ...] = ("connect-failure", "reset")  # + "gateway-error", "retriable-status-codes"
+    # also "gateway-error" and "retriable-status-codes"
+    on: tuple[str, ...] = ("connect-failure", "reset")
     codes: tuple[int, ...] = ()
     backoff_base_s: float = 0.025
     backoff_max_s: float = 0.25
