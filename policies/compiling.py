@@ -243,7 +243,14 @@ class Resolver:
         else:
             chosen = [(c, c.weight, c.priority) for c in self._clusters]
         targets = [
-            ClusterTarget(c.name, priority, weight, self._endpoints[(c.name, ref.service)], c.tls)
+            ClusterTarget(
+                c.name,
+                priority,
+                weight,
+                self._endpoints[(c.name, ref.service)],
+                c.tls,
+                c.health_check,
+            )
             for c, weight, priority in chosen
             if weight > 0
             and (c.name, ref.service) in self._endpoints

@@ -42,6 +42,7 @@ from policies import acyclic, wire
 from policies.errors import SnapshotError
 from policies.model import (
     HeaderModifier,
+    HealthCheck,
     Match,
     PathKind,
     PathMatch,
@@ -231,6 +232,7 @@ class _Writer:
                     "weight": t.weight,
                     "endpoints": [self._endpoints[e] for e in t.endpoints],
                     "tls": wire.plain(t.tls),
+                    "health_check": wire.plain(t.health_check),
                 }
             )
             for t in backend.targets
@@ -345,6 +347,9 @@ class _Reader:
                     self._endpoints[wire.typed(int, e, where)] for e in t.get("endpoints", [])
                 ),
                 tls=wire.decode(UpstreamTLS | None, t.get("tls"), f"{where}.targets.tls"),
+                health_check=wire.decode(
+                    HealthCheck | None, t.get("health_check"), f"{where}.targets.health_check"
+                ),
             )
             for t in data.get("targets", [])
         )

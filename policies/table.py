@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from policies import precedence
 from policies.model import (
     HeaderModifier,
+    HealthCheck,
     Match,
     MemberCluster,
     PathKind,
@@ -70,6 +71,7 @@ class ClusterTarget:
     weight: int  # share within the tier
     endpoints: tuple[Endpoint, ...]
     tls: UpstreamTLS | None = None
+    health_check: HealthCheck | None = None  # the MemberCluster's active check; None: unchecked
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
