@@ -19,9 +19,11 @@ def bar(percent: float, width: int = BAR_WIDTH) -> str:
 
 
 def finished(view: Mapping[str, Any]) -> bool:
-    """Whether `status --watch` can stop: completed, or aborted with the ramp-down done."""
+    """Whether `status --watch` can stop: completed, or aborted with the ramp-down done, and
+    in either case served by the whole fleet."""
     phase = view.get("phase")
-    return phase == "Completed" or (phase == "Aborted" and view.get("canary_weight") == 0)
+    final = phase == "Completed" or (phase == "Aborted" and view.get("canary_weight") == 0)
+    return final and view.get("applied_revision") == view.get("revision")
 
 
 def status(view: Mapping[str, Any]) -> str:
