@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from controller.notify import NotifySettings
 from controller.observations import ObservationSettings
 from controller.releases import ReleaseRunner
 from policies.release_state import PauseReason, Phase, Refused, Transition
@@ -220,3 +222,73 @@ async def test_operator_actions_that_do_not_apply_are_refused_with_a_reason() ->
         retry = await runner.act("shop/web-v2", "retry", actor="alice")
         assert isinstance(retry, Refused)
         assert retry.reason == "not_aborted"
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[tuple[str, list[dict[str, object]], asyncio.Event]]:
+    """A webhook receiver; requests to /slow hang until the returned event is set."""
+    received: list[dict[str, object]] = []
+    release = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    app.router.add_post("/slow", slow)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    yield f"http://{host}:{port}", received, release
+    release.set()
+    await runner.cleanup()
+
+
+async def test_every_phase_change_is_posted_to_the_webhook(
+    webhook: tuple[str, list[dict[str, object]], asyncio.Event],
+) -> None:
+    url, received, _ = webhook
+    policies = load(CLUSTERS, release_yaml("[{setWeight: 10}, {pause: {}}]"))
+    settings = fast_settings(notify=NotifySettings(url=url + "/hook", timeout_s=2.0))
+    async with fleet(policies, settings, gateways=1) as rig:
+        await act(rig.runner, "start")
+        await eventually(lambda: paused_at(rig.runner, 1))
+        await act(rig.runner, "abort", actor="carol")
+        await eventually(lambda: len(received) == 3)
+    assert [(m["phase"], m["previous"], m["reason"]) for m in received] == [
+        ("Progressing", None, "progressing"),
+        ("Paused", "Progressing", "pause_step"),
+        ("Aborted", "Paused", "operator_abort"),
+    ]
+    assert received[2]["release"] == "shop/web-v2"
+    assert received[2]["message"] == "aborted by carol"
+
+
+async def test_a_hanging_webhook_never_holds_up_the_release(
+    webhook: tuple[str, list[dict[str, object]], asyncio.Event],
+) -> None:
+    url, _, _ = webhook
+    policies = load(CLUSTERS, release_yaml("[{setWeight: 10}, {setWeight: 30}, {setWeight: 60}]"))
+    settings = fast_settings(notify=NotifySettings(url=url + "/slow", timeout_s=0.2))
+    async with fleet(policies, settings, gateways=1) as rig:
+        await act(rig.runner, "start")
+        await eventually(lambda: rig.runner.view("shop/web-v2")["phase"] == "Completed")
+        await eventually(lambda: rig.gateways[0].weight() == 100)
+        await eventually(lambda: rig.runner.notifier.failed >= 1)
+
+
+async def test_removing_the_release_document_serves_the_route_as_written() -> None:
+    release = release_yaml("[{setWeight: 40}, {pause: {}}]")
+    async with fleet(load(CLUSTERS, release), fast_settings(auto_start=True)) as rig:
+        await eventually(lambda: all(g.applied and g.weight() == 40 for g in rig.gateways))
+        assert rig.runner.history("shop/web-v2").revisions[0].actor == "controller"
+        rig.runner.update_policies(load(CLUSTERS))
+        await eventually(lambda: all(g.weight() == 0 for g in rig.gateways))
+        assert rig.runner.release_ids() == ()
+        assert rig.runner.state("shop/web-v2") is None
