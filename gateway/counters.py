@@ -16,6 +16,7 @@ class Counters:
     __slots__ = (
         "downstream_connections",
         "downstream_open",
+        "downstream_refused",
         "local_replies",
         "mirror_dropped",
         "mirror_failed",
@@ -38,6 +39,7 @@ class Counters:
         self.local_replies: dict[str, int] = dict.fromkeys(REASONS, 0)  # by reason code
         self.downstream_connections = 0  # accepted client connections
         self.downstream_open = 0  # gauge: client connections open now
+        self.downstream_refused = 0  # closed at accept: over max_downstream_connections
         self.upstream_connects = 0  # new upstream connections established
         self.upstream_open = 0  # gauge: upstream connections open now (idle + busy)
         self.upstream_pool_hits = 0  # requests sent on a reused idle connection

@@ -12,11 +12,20 @@ Refused at parse time, with 400 and `Connection: close` and nothing forwarded (R
 Content-Length and Transfer-Encoding, duplicate Content-Length, bad chunk sizes), a
 Transfer-Encoding other than plain `chunked`, a missing (HTTP/1.1) or repeated Host, CONNECT.
 After an `Upgrade` request the connection only relays raw bytes once the upstream said 101.
+
+Limits (GatewaySettings, docs/THREAT_MODEL.md): a head over `max_header_bytes` or with more than
+`max_headers` fields is 431; a body over `max_body_bytes` is 413 (at the head for Content-Length,
+mid-stream for chunked); a head not complete `header_timeout_s` after its first byte is 408 (a
+connection that sends nothing that long after accept is closed); connections over
+`max_downstream_connections` are closed at accept. X-Forwarded-For/-Proto/-Host are believed
+only from `trusted_proxies`; headers named `x-gateway-*`/`x-fleetgate-*` are dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import logging
 from collections import deque
 from typing import cast
@@ -55,6 +64,22 @@ class BoundListener:
         self.forwarded = b"\r\nX-Forwarded-Proto: " + scheme.encode() + b"\r\n"
 
 
+@functools.lru_cache(maxsize=8)
+def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def trusted_peer(peer: str, cidrs: tuple[str, ...]) -> bool:
+    """Whether `peer` (an IP address) lies in one of `cidrs` (GatewaySettings.trusted_proxies)."""
+    if not cidrs:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in net for net in _networks(cidrs))
+
+
 class _StopParsing(Exception):
     """Raised from a parser callback to stop reading a connection that is being refused."""
 
@@ -62,12 +87,21 @@ class _StopParsing(Exception):
 class DownstreamProtocol(asyncio.Protocol):
     __slots__ = (
         "_active",
+        "_admitted",
+        "_body_bytes",
         "_broken",
         "_eof",
         "_ex",
+        "_fresh",
+        "_head_bytes",
+        "_head_count",
+        "_head_since",
         "_held",
         "_host_raw",
         "_host_str",
+        "_max_body",
+        "_max_head",
+        "_max_headers",
         "_parser",
         "_paused",
         "_queue",
@@ -79,6 +113,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "listener",
         "peer",
         "transport",
+        "trusted",
         "write_paused",
     )
 
@@ -102,16 +137,38 @@ class DownstreamProtocol(asyncio.Protocol):
         self._splice: Exchange | None = None  # after 101: raw bytes both ways
         self._host_raw: bytes | None = None  # one-entry cache: clients repeat their Host
         self._host_str = ""
+        settings = ctx.settings
+        self._max_head = settings.max_header_bytes
+        self._max_headers = settings.max_headers
+        self._max_body = settings.max_body_bytes
+        self._head_bytes = 0  # request line and header bytes of the head being parsed
+        self._head_count = 0
+        self._head_since = ctx.now  # accept, then the first byte of each request
+        self._body_bytes = 0
+        self._admitted = False  # counted among the open connections (under the cap)
+        self._fresh = True  # no request started yet
+        self.trusted = False  # the peer is a trusted proxy: its X-Forwarded-* are kept
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike
         self.transport = transport = cast(asyncio.Transport, transport)
+        ctx = self.ctx
+        settings = ctx.settings
+        if len(ctx.downstreams) >= settings.max_downstream_connections:
+            # Over the cap: accepted and closed at once, before any byte is read (cheaper and
+            # more predictable than pausing accept, which leaves clients queued in the backlog).
+            ctx.counters.downstream_refused += 1
+            self.closing = True
+            transport.close()
+            return
+        self._admitted = True
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b"unknown"
+        self.trusted = trusted_peer(str(peer[0]) if peer else "", settings.trusted_proxies)
         self.forwarded = b"X-Forwarded-For: " + self.peer + self.listener.forwarded
-        settings = self.ctx.settings
+        self._head_since = ctx.now
         transport.set_write_buffer_limits(settings.write_high_bytes, settings.write_low_bytes)
         self.ctx.downstreams.add(self)
         self.ctx.all_closed.clear()
@@ -121,6 +178,8 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if not self._admitted:
+            return
         ctx = self.ctx
         ctx.downstreams.discard(self)
         ctx.counters.downstream_open -= 1
@@ -167,6 +226,8 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         if self._broken:
             return
+        ex = self._ex
+        in_head = ex is not None and not ex.parsed
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
@@ -182,6 +243,13 @@ class DownstreamProtocol(asyncio.Protocol):
                 self._refuse("internal_error")
             elif not self._broken:
                 self._refuse("bad_request")
+            return
+        if in_head and ex is not None and self._ex is ex and not ex.parsed:
+            # A head spanning reads: httptools keeps a partial field in its own buffers, out of
+            # sight of on_header, so whole reads inside one head are counted here too.
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_head:
+                self._refuse("headers_too_large")
 
     # -- httptools callbacks ---------------------------------------------------------------------
 
@@ -189,21 +257,34 @@ class DownstreamProtocol(asyncio.Protocol):
         if self._broken:
             raise _StopParsing  # bytes after a refused request or one that said close
         self._ex = Exchange(self)
+        self._head_bytes = self._head_count = self._body_bytes = 0
+        self._fresh = False
+        self._head_since = self.ctx.now
         self.ctx.counters.requests += 1
 
     def on_url(self, url: bytes) -> None:
         ex = self._ex
         assert ex is not None
         ex.target += url
+        self._head_bytes += len(url)
+        if self._head_bytes > self._max_head:
+            self._too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self._ex
         assert ex is not None
         if ex.parsed:
             return  # trailer fields of a chunked body: not forwarded (RFC 9110 §6.5.1)
+        self._head_count += 1
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self._max_head or self._head_count > self._max_headers:
+            self._too_large()
         kind = _KINDS.get(name)
         if kind is None:
-            kind = _SPECIAL.get(name.lower(), 0)
+            lowered = name.lower()
+            kind = _SPECIAL.get(lowered)
+            if kind is None:
+                kind = h.REQ_DROP if lowered.startswith(h.INTERNAL_PREFIXES) else 0
         if kind == 0:
             ex.headers += (name, b": ", value, b"\r\n")
         elif kind == h.REQ_HOST:
@@ -228,9 +309,16 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.request_id = value
             ex.headers += (name, b": ", value, b"\r\n")
         elif kind == h.REQ_FORWARDED_FOR:
-            ex.forwarded_for = (
-                value if ex.forwarded_for is None else ex.forwarded_for + b", " + value
-            )
+            if self.trusted:
+                ex.forwarded_for = (
+                    value if ex.forwarded_for is None else ex.forwarded_for + b", " + value
+                )
+        elif kind == h.REQ_FORWARDED_PROTO:
+            if self.trusted:
+                ex.forwarded_proto = value
+        elif kind == h.REQ_FORWARDED_HOST:
+            if self.trusted:
+                ex.forwarded_host = value
         elif kind == h.REQ_TRANSFER_ENCODING:
             ex.te = value
         elif kind == h.REQ_UPGRADE:
@@ -263,6 +351,8 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.upgrade = None  # Upgrade without `Connection: upgrade` is only a hop-by-hop header
         if (ex.host is None and ex.http11) or method == b"CONNECT":
             ex.bad = "bad_request"
+        elif 0 < self._max_body < ex.content_length and ex.bad is None:
+            ex.bad = "body_too_large"  # known up front: refused before any byte is forwarded
         if ex.bad is not None:
             ex.keep_alive = False
             ex.request_done = True
@@ -283,6 +373,12 @@ class DownstreamProtocol(asyncio.Protocol):
     def on_body(self, chunk: bytes) -> None:
         ex = self._ex
         assert ex is not None
+        if self._max_body:
+            self._body_bytes += len(chunk)
+            if self._body_bytes > self._max_body:
+                # A chunked body grew past the cap: the upstream never sees it complete.
+                self._refuse("body_too_large")
+                raise _StopParsing
         ex.body_chunk(chunk)
 
     def on_message_complete(self) -> None:
@@ -364,6 +460,10 @@ class DownstreamProtocol(asyncio.Protocol):
             self.closing = True
             self.transport.close()  # flushes what is buffered first
 
+    def _too_large(self) -> None:
+        self._refuse("headers_too_large")
+        raise _StopParsing
+
     def _refuse(self, reason: str) -> None:
         """The request cannot be read on: answer it in its turn, read nothing more."""
         self._broken = True
@@ -396,9 +496,17 @@ class DownstreamProtocol(asyncio.Protocol):
         """Deadlines and idle limits, called by the gateway's tick."""
         ex = self._active
         if ex is None:
-            # Idle between requests (or stalled inside one): closed after downstream_idle_s.
-            # Header and body read timeouts proper belong to the hostile-input defences.
-            if now - self.last_seen > self.ctx.settings.downstream_idle_s or (
+            settings = self.ctx.settings
+            head = self._ex
+            if now - self._head_since > settings.header_timeout_s:
+                if head is None and self._fresh:
+                    self.close()  # connected, never sent a byte: nothing to answer
+                    return
+                if head is not None and not head.parsed and not self._broken:
+                    self._refuse("request_timeout")  # slowloris: 408 and close
+                    return
+            # Idle between requests (or stalled inside a body): closed after downstream_idle_s.
+            if now - self.last_seen > settings.downstream_idle_s or (
                 self.ctx.draining and self._ex is None
             ):
                 self.close()

@@ -14,6 +14,9 @@ from collections.abc import Mapping
 # (`Reject.reason`) use the same vocabulary; an unknown code from there is replied as given.
 REASONS: Mapping[str, int] = {
     "bad_request": 400,  # malformed request, smuggling attempt (CL+TE), bad Host
+    "request_timeout": 408,  # the request head did not arrive within the header timeout
+    "body_too_large": 413,  # request body above GatewaySettings.max_body_bytes
+    "headers_too_large": 431,  # above max_header_bytes or max_headers
     "no_route": 404,  # no rule matches host + path (+ headers, query, method)
     "invalid_backend": 500,  # the matched rule points at a backendRef that does not resolve
     "no_backend": 500,  # the matched rule has no backendRefs with weight

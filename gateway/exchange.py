@@ -67,6 +67,8 @@ class Exchange:
         "finished",
         "forward",
         "forwarded_for",
+        "forwarded_host",
+        "forwarded_proto",
         "head_request",
         "headers",
         "host",
@@ -111,7 +113,9 @@ class Exchange:
         self.te_trailers = False
         self.expect_continue = False
         self.upgrade: bytes | None = None
-        self.forwarded_for: bytes | None = None
+        self.forwarded_for: bytes | None = None  # X-Forwarded-* sent by a trusted proxy only
+        self.forwarded_proto: bytes | None = None
+        self.forwarded_host: bytes | None = None
         self.request_id: bytes | None = None
         self.content_length = -1
         self.body = BODY_NONE
@@ -230,12 +234,22 @@ class Exchange:
             headers = h.apply_modifiers(headers, fwd.request_headers)
         parts += headers
         xff = self.forwarded_for
-        if xff is None:
+        proto = self.forwarded_proto
+        if xff is None and proto is None:
             parts.append(down.forwarded)  # X-Forwarded-For: peer, X-Forwarded-Proto
         else:
-            parts += (b"X-Forwarded-For: ", xff, b", ", down.peer, down.listener.forwarded)
-        if self.host is not None:
-            parts += (b"X-Forwarded-Host: ", self.host, b"\r\n")
+            # only from a trusted proxy (GatewaySettings.trusted_proxies)
+            parts.append(b"X-Forwarded-For: ")
+            if xff is not None:
+                parts += (xff, b", ")
+            parts.append(down.peer)
+            if proto is None:
+                parts.append(down.listener.forwarded)
+            else:
+                parts += (b"\r\nX-Forwarded-Proto: ", proto, b"\r\n")
+        forwarded_host = self.forwarded_host or self.host
+        if forwarded_host is not None:
+            parts += (b"X-Forwarded-Host: ", forwarded_host, b"\r\n")
         if self.request_id is None:
             self.request_id = down.ctx.new_request_id()
             parts += (b"X-Request-Id: ", self.request_id, b"\r\n")

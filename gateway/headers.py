@@ -41,7 +41,7 @@ HOP_BY_HOP = frozenset(
 REQ_PLAIN = 0
 REQ_HOST = 1  # taken out; re-emitted first (or replaced by a URLRewrite hostname)
 REQ_CONNECTION = 2  # hop-by-hop; its tokens name more hop-by-hop headers
-REQ_DROP = 3  # hop-by-hop (or set by the gateway itself: X-Forwarded-Proto/-Host)
+REQ_DROP = 3  # hop-by-hop, or internal (INTERNAL_PREFIXES)
 REQ_TRANSFER_ENCODING = 4  # hop-by-hop; only a plain `chunked` is accepted
 REQ_UPGRADE = 5  # hop-by-hop; re-added when the request is a real upgrade
 REQ_TE = 6  # hop-by-hop; `TE: trailers` is kept (gRPC needs it)
@@ -49,6 +49,12 @@ REQ_FORWARDED_FOR = 7  # replaced by the client's value with the peer appended
 REQ_REQUEST_ID = 8  # kept; generated when absent
 REQ_CONTENT_LENGTH = 9  # kept (the parser already refused duplicates and CL+TE)
 REQ_EXPECT = 10  # kept (100-continue is passed through); a local reply then closes
+REQ_FORWARDED_PROTO = 11  # kept from trusted proxies only; else set from the listener
+REQ_FORWARDED_HOST = 12  # kept from trusted proxies only; else set from Host
+
+# Header name prefixes the gateway itself speaks (replies, control, release cohorts): never
+# accepted from clients, so nobody can forge them towards an upstream.
+INTERNAL_PREFIXES = (b"x-gateway-", b"x-fleetgate-")
 
 REQUEST_SPECIAL: dict[bytes, int] = {
     b"host": REQ_HOST,
@@ -58,8 +64,8 @@ REQUEST_SPECIAL: dict[bytes, int] = {
     b"trailer": REQ_DROP,
     b"proxy-authenticate": REQ_DROP,
     b"proxy-authorization": REQ_DROP,
-    b"x-forwarded-proto": REQ_DROP,
-    b"x-forwarded-host": REQ_DROP,
+    b"x-forwarded-proto": REQ_FORWARDED_PROTO,
+    b"x-forwarded-host": REQ_FORWARDED_HOST,
     b"transfer-encoding": REQ_TRANSFER_ENCODING,
     b"upgrade": REQ_UPGRADE,
     b"te": REQ_TE,

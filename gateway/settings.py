@@ -13,7 +13,7 @@ import dataclasses
 class Listener:
     host: str = "127.0.0.1"
     port: int = 8080  # 0 = ephemeral (tests); see Gateway.addresses
-    scheme: str = "http"  # what X-Forwarded-Proto and redirects say; TLS comes with resilience
+    scheme: str = "http"  # what X-Forwarded-Proto and redirects say ("https" with TLS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -41,3 +41,29 @@ class GatewaySettings:
     mirror_max_body_bytes: int = 64 * 1024
     mirror_max_inflight: int = 256
     mirror_timeout_s: float = 15.0
+    # -- hostile input (defaults from Envoy, see docs/THREAT_MODEL.md) --------------------------
+    # Request line plus header fields above this many bytes: 431 and close (Envoy
+    # max_request_headers_kb 60; aiohttp 8190 per line). Bounds the parser's memory per client.
+    max_header_bytes: int = 60 * 1024
+    # More header fields than this: 431 and close (Envoy max_headers_count 100; aiohttp 128).
+    max_headers: int = 100
+    # A request body above this: 413 (up front for Content-Length; mid-stream for chunked, and
+    # then the upstream never sees the request complete). 0 = no limit. Bodies stream with
+    # back-pressure whatever their size, so this is a policy cap, not a memory guard.
+    max_body_bytes: int = 1024 * 1024 * 1024
+    # The request head must be complete this long after its first byte (or after accept for a
+    # connection's first request), else 408 and close: the slowloris defence. Envoy leaves
+    # request_headers_timeout off; NGINX client_header_timeout is 60 s, HAProxy's usual
+    # `timeout http-request` 10 s.
+    header_timeout_s: float = 30.0
+    # Client connections open at once; over the cap a new connection is accepted and closed at
+    # once (no bytes), so a flood cannot exhaust file descriptors. Counted in
+    # `downstream_refused`.
+    max_downstream_connections: int = 10_000
+    # Peers (CIDRs) whose X-Forwarded-For/-Proto/-Host are believed: a front load balancer. For
+    # any other peer those headers are dropped and replaced by the peer address, the listener's
+    # scheme and the Host header (Envoy xff_num_trusted_hops 0).
+    trusted_proxies: tuple[str, ...] = ()
+    # On drain: readiness fails at once, the listeners stay open this long (so load balancers
+    # polling /readyz stop sending first), then close. Kubernetes' readiness period is 10 s.
+    drain_delay_s: float = 0.0
