@@ -7,8 +7,10 @@ request_id. Header values other than Host are never logged (STYLE.md §3.8: no c
 credentials in logs).
 
 A log call per request is the expensive part (a `LogRecord`, a handler lock); `BufferedHandler`
-at least keeps it to one `write` per batch instead of one per line, and the process flushes it
-periodically and on exit. Off by default: the benchmarks report it separately.
+at least keeps the writes to one per batch of whole lines (at most PIPE_BUF bytes, so the lines
+of several workers sharing a stdout pipe never interleave) instead of one per line, and the
+process flushes it periodically and on exit. The writes block: a reader that stops reading
+stalls the gateway, as with any logging to a pipe. Off by default; the benchmarks report it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import select
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, TextIO
 
 from gateway.context import ExchangeObserver
@@ -108,14 +113,40 @@ class BufferedHandler(logging.Handler):
             if not lines:
                 return
             try:
-                self.stream.write("\n".join(lines) + "\n")
-                self.stream.flush()
-            except (OSError, ValueError, io.UnsupportedOperation):
+                fd = self.stream.fileno()
+            except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+                fd = -1
+            try:
+                if fd < 0:
+                    self.stream.write("\n".join(lines) + "\n")
+                    self.stream.flush()
+                    return
+                self.stream.flush()  # whatever went through the stream object goes first
+                for chunk in _chunks(lines):
+                    while chunk:
+                        chunk = chunk[os.write(fd, chunk) :]
+            except (OSError, ValueError):
                 pass  # the stream is gone (closed pipe at exit): access lines are best effort
 
     def close(self) -> None:
         self.flush()
         super().close()
+
+
+def _chunks(lines: list[str]) -> Iterator[bytes]:
+    """Whole lines, at most PIPE_BUF bytes per chunk: the workers of `--workers N` share one
+    stdout, and the kernel writes a chunk that size to a pipe without interleaving others'."""
+    batch: list[bytes] = []
+    size = 0
+    for line in lines:
+        data = line.encode() + b"\n"
+        if batch and size + len(data) > select.PIPE_BUF:
+            yield b"".join(batch)
+            batch, size = [], 0
+        batch.append(data)
+        size += len(data)
+    if batch:
+        yield b"".join(batch)
 
 
 def install(stream: TextIO | None = None) -> BufferedHandler:

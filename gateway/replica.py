@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,12 @@ class GatewayProcess:
                         self.gateway.table.version,
                     )
                 await stop.wait()
+                log.info(
+                    "draining worker=%s in_flight_connections=%d timeout=%.1fs",
+                    settings.worker,
+                    len(self.gateway.ctx.downstreams),
+                    settings.drain_timeout_s,
+                )
                 drained = await self.gateway.drain(settings.drain_timeout_s)
                 if not drained:
                     log.warning(
@@ -168,6 +175,19 @@ async def watch_parent(parent_pid: int, stop: asyncio.Event, interval_s: float =
 
 # ---------------------------------------------------------------------------------------------
 # A replica: tables from the controller's snapshot API
+
+
+async def _banner(process: GatewayProcess, subscriber: SubscriberSettings) -> None:
+    await process.listening.wait()
+    host, port = process.gateway.addresses[0]
+    admin = process.admin_address
+    print(
+        f"fleetgate gateway: listening on http://{host}:{port}"
+        + (f", admin http://{admin}" if admin and ":" in admin else "")
+        + f" (controller {subscriber.controller_url}, table v{process.gateway.table.version})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -245,5 +265,7 @@ async def run_replica(settings: ReplicaSettings) -> int:
     if settings.parent_pid is not None:
         parent = settings.parent_pid
         feeders.append(lambda: watch_parent(parent, stop))
+    else:
+        feeders.append(lambda: _banner(process, settings.subscriber))
     await process.serve(feeders, stop)
     return 0

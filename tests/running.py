@@ -107,7 +107,10 @@ class FleetgateProcess:
         self.listen = ""
         self.admin = ""
 
-    async def start(self, *, timeout_s: float = 30.0) -> FleetgateProcess:
+    async def start(
+        self, *, timeout_s: float = 30.0, banner: re.Pattern[str] = BANNER
+    ) -> FleetgateProcess:
+        """Start and wait for `banner`; its groups become `listen` (and `admin`)."""
         err = await asyncio.to_thread(open, self.log, "wb")
         with err:
             self.proc = await asyncio.create_subprocess_exec(
@@ -120,16 +123,17 @@ class FleetgateProcess:
                 stderr=err,
             )
 
-        def banner() -> bool:
+        def announced() -> bool:
             assert self.proc is not None
             if self.proc.returncode is not None:
                 raise AssertionError(f"fleetgate exited early:\n{self.text()}")
-            found = BANNER.search(self.text())
+            found = banner.search(self.text())
             if found:
-                self.listen, self.admin = found.group(1), found.group(2)
+                self.listen = found.group(1)
+                self.admin = found.group(2) if banner.groups > 1 else ""
             return found is not None
 
-        await eventually(banner, timeout_s=timeout_s, interval_s=0.05)
+        await eventually(announced, timeout_s=timeout_s, interval_s=0.05)
         return self
 
     def text(self) -> str:

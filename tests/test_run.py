@@ -5,6 +5,7 @@ in-process, reloading on a directory change. Upstreams are real servers on 127.0
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import sys
@@ -181,3 +182,49 @@ async def test_embedded_pipeline_reloads_a_changed_directory(
             assert pipeline.reload_stats().loads == 2
         finally:
             stop.set()
+
+
+async def test_controller_and_gateway_processes_with_static_stability(
+    tmp_path: Path, upstreams: tuple[RawUpstream, RawUpstream, list[SeenRequest]]
+) -> None:
+    """`fleetgate controller` publishes; `fleetgate gateway` follows it, caches the snapshot, and
+    serves the cached table when started again while the controller is down."""
+    east, west, _ = upstreams
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "fleet.yaml").write_text(
+        policy_text(east=east.address, west=west.address, edit=7, weights=(1, 0))
+    )
+    controller = FleetgateProcess(
+        ["controller", "-c", str(policies), "--listen", "127.0.0.1:0"], tmp_path / "controller.log"
+    )
+    banner = re.compile(r"serving snapshots on (http://\S+)")
+    cache = tmp_path / "cache"
+    gateways: list[FleetgateProcess] = []
+
+    def gateway(name: str) -> FleetgateProcess:
+        process = FleetgateProcess(
+            ["gateway", "--controller", url, "--listen", "127.0.0.1:0",
+             "--admin", "127.0.0.1:0", "--cache-dir", str(cache), "--id", name],
+            tmp_path / f"{name}.log",
+        )  # fmt: skip
+        gateways.append(process)
+        return process
+
+    try:
+        await controller.start(banner=banner)
+        url = controller.listen
+        first = await gateway("gw-1").start()
+        async with aiohttp.ClientSession() as client:
+            assert await get(client, f"http://{first.listen}/") == (200, "east", "7")
+            await first.close()
+            await controller.close()
+            second = await gateway("gw-2").start()  # the controller is down now
+            assert await get(client, f"http://{second.listen}/") == (200, "east", "7")
+            async with client.get(f"http://{second.admin}/status") as resp:
+                status = await resp.json()
+            assert status["subscription"]["source"] == "cache"
+            assert status["subscription"]["connected"] is False
+    finally:
+        for process in (*gateways, controller):
+            await process.close()

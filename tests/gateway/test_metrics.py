@@ -7,6 +7,8 @@ import copy
 import io
 import json
 import logging
+import os
+import select
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -183,3 +185,20 @@ async def test_access_log_writes_one_json_line_per_request(
     assert local["reason"] == "no_route"
     assert local["route"] is None
     assert local["cluster"] is None
+
+
+def test_buffered_access_lines_reach_a_pipe_whole() -> None:
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(write_fd, "w") as writer, os.fdopen(read_fd, "rb") as reader:
+        handler = accesslog.BufferedHandler(writer, capacity=10_000)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        sent = [json.dumps({"n": n, "pad": "x" * 300}) for n in range(40)]
+        for line in sent:
+            handler.emit(logging.LogRecord("gateway.access", logging.INFO, "", 0, line, None, None))
+        handler.close()
+        writer.close()
+        assert reader.read().decode().splitlines() == sent
+    chunks = list(accesslog._chunks(sent))
+    assert len(chunks) > 1
+    assert all(len(chunk) <= select.PIPE_BUF for chunk in chunks)
+    assert all(chunk.endswith(b"\n") for chunk in chunks)
