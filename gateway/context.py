@@ -12,12 +12,15 @@ import secrets
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.counters import Counters
+from gateway.retrying import RetryBudget
 from gateway.routing import Router
 from gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
     from gateway.downstream import DownstreamProtocol
     from gateway.exchange import Exchange
+    from gateway.health import HealthMonitor
+    from gateway.limits import Limits
     from gateway.mirroring import Mirrors
     from gateway.upstreams import Pools
 
@@ -36,9 +39,12 @@ class ProxyContext:
     __slots__ = (
         "_ids",
         "all_closed",
+        "budget",
         "counters",
         "downstreams",
         "draining",
+        "health",
+        "limits",
         "mirrors",
         "now",
         "observer",
@@ -68,6 +74,9 @@ class ProxyContext:
         # Filled in by the gateway once the task group exists:
         self.pools: Pools
         self.mirrors: Mirrors
+        self.limits: Limits  # circuit breakers and tenant quotas
+        self.health: HealthMonitor | None = None  # active checks and outlier ejection
+        self.budget = RetryBudget()
         # Request ids: a random per-process prefix and a counter. Unique and cheap (no uuid4
         # per request); they are identifiers, not secrets.
         template = secrets.token_hex(8).encode() + b"-%x"

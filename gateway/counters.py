@@ -14,15 +14,21 @@ class Counters:
     """Monotonic totals since the process started, plus a few gauges (marked)."""
 
     __slots__ = (
+        "circuit_open",
         "downstream_connections",
         "downstream_open",
         "downstream_refused",
+        "health_transitions",
         "local_replies",
         "mirror_dropped",
         "mirror_failed",
         "mirror_sent",
+        "outlier_ejections",
+        "quota_rejections",
         "requests",
         "responses",
+        "retries",
+        "retries_exhausted",
         "upgrades",
         "upstream_connect_failed",
         "upstream_connects",
@@ -51,6 +57,12 @@ class Counters:
         self.mirror_sent = 0
         self.mirror_dropped = 0  # skipped: body over the cap, or too many mirrors in flight
         self.mirror_failed = 0  # mirror upstream failed (never affects the real request)
+        self.health_transitions = 0  # an active check moved an endpoint in or out of rotation
+        self.outlier_ejections = 0  # endpoints ejected by consecutive gateway errors
+        self.retries = 0  # upstream attempts after the first (gateway.retrying)
+        self.retries_exhausted = 0  # a retriable failure that the budget or body size refused
+        self.quota_rejections = 0  # 429s from tenant rate or concurrency quotas
+        self.circuit_open = 0  # 503s from a backend's circuit breaker
 
     def count_reply(self, reason: str) -> None:
         self.local_replies[reason] = self.local_replies.get(reason, 0) + 1

@@ -18,6 +18,7 @@ REASONS: Mapping[str, int] = {
     "body_too_large": 413,  # request body above GatewaySettings.max_body_bytes
     "headers_too_large": 431,  # above max_header_bytes or max_headers
     "no_route": 404,  # no rule matches host + path (+ headers, query, method)
+    "rate_limited": 429,  # a tenant quota (rate or concurrency) is exhausted; with Retry-After
     "invalid_backend": 500,  # the matched rule points at a backendRef that does not resolve
     "no_backend": 500,  # the matched rule has no backendRefs with weight
     "internal_error": 500,  # a bug in the gateway (logged with its traceback)
@@ -25,6 +26,7 @@ REASONS: Mapping[str, int] = {
     "upstream_protocol_error": 502,  # the upstream sent something that is not HTTP/1.1
     "no_healthy_backend": 503,  # no endpoint to send to in any tier
     "upstream_connect_failed": 503,  # connect refused, unreachable or timed out
+    "circuit_open": 503,  # the backend's circuit breaker (max requests in flight) is open
     "upstream_timeout": 504,  # no complete response within the rule's timeout
 }
 

@@ -15,16 +15,19 @@ connection stops reading, so at most one read's worth is buffered.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserInvalidURLError, parse_url
 
 from gateway import headers as h
+from gateway import retrying
 from gateway.errors import REASONS, UpstreamConnectError
 from gateway.routing import HeaderView
 from policies.matching import Decision, Forward, Redirect, RequestHead
 from policies.model import HeaderModifier
+from policies.retries import Failure
 from policies.table import Endpoint
 
 if TYPE_CHECKING:
@@ -69,6 +72,7 @@ class Exchange:
         "forwarded_for",
         "forwarded_host",
         "forwarded_proto",
+        "head",
         "head_request",
         "headers",
         "host",
@@ -78,10 +82,13 @@ class Exchange:
         "method",
         "mirror_body",
         "mirror_targets",
+        "overall",
         "parsed",
         "pending",
         "pool",
         "reason",
+        "replay",
+        "replay_bytes",
         "request_done",
         "request_id",
         "responding",
@@ -94,6 +101,8 @@ class Exchange:
         "target",
         "te",
         "te_trailers",
+        "tried",
+        "tries",
         "up",
         "up_head",
         "upgrade",
@@ -134,6 +143,13 @@ class Exchange:
         self.up: UpstreamConnection | None = None
         self.up_head = b""
         self.retried = False
+        # retries (gateway.retrying)
+        self.head: RequestHead | None = None  # kept for the retry's endpoint pick
+        self.tries = 0  # upstream attempts started; 0 once settled (or never forwarded)
+        self.tried: list[Endpoint] = []
+        self.overall = INF  # the rule's request timeout, retries included
+        self.replay: list[bytes] | None = None  # request body bytes kept for a retry
+        self.replay_bytes = 0
         self.deadline = INF
         self.idle_s = INF
         self.mirror_targets: list[Endpoint] | None = None
@@ -202,12 +218,14 @@ class Exchange:
         if endpoint is None:
             self.reply(503, "no_healthy_backend")
             return
+        if not ctx.limits.admit(self, fwd, ctx.now):
+            return  # replied 429 rate_limited or 503 circuit_open
         self.forward = fwd
         self.endpoint = endpoint
+        self.head = head
+        self.tried.append(endpoint)
         timeouts = fwd.settings.timeouts
-        limit = timeouts.backend_request_s or timeouts.request_s
-        if limit > 0:
-            self.deadline = ctx.now + limit
+        retrying.begin(self, fwd.settings, ctx.now)  # per-try and overall deadlines
         if timeouts.idle_s > 0:
             self.idle_s = timeouts.idle_s
         self.response_modifiers = fwd.response_headers
@@ -294,6 +312,8 @@ class Exchange:
         """Write request body bytes upstream, or keep them until bound; True when kept."""
         if self.mirror_body is not None:
             self.down.ctx.mirrors.copy_body(self, data)
+        if self.replay is not None:
+            retrying.keep_body(self, data)
         up = self.up
         if up is not None:
             up.transport.write(data)
@@ -308,6 +328,9 @@ class Exchange:
     # -- upstream side (see gateway.upstreams.Requester) -----------------------------------------
 
     def bind(self, conn: UpstreamConnection, *, reused: bool) -> None:
+        if self.up is not None or conn.pool is not self.pool:
+            conn.pool.release(conn)  # a connect of an attempt that a retry replaced
+            return
         self.up = conn
         conn.exchange = self
         conn.received = False
@@ -324,7 +347,10 @@ class Exchange:
             conn.transport.pause_reading()
 
     def connect_failed(self, error: UpstreamConnectError) -> None:
-        if not self.finished:
+        pool = self.pool
+        if self.finished or pool is None or pool.address != error.address or self.up is not None:
+            return  # a connect of an attempt that a retry replaced
+        if not retrying.failed(self, Failure.CONNECT_FAILURE):
             self.reply(error.status, error.reason)
 
     def deliver(self, data: bytes) -> None:
@@ -337,6 +363,7 @@ class Exchange:
     def response_complete(self) -> None:
         self.up = None
         self.finished = True
+        retrying.succeeded(self, self.down.ctx.now)
         self._settle()
         self.down.exchange_done(self)
 
@@ -368,7 +395,8 @@ class Exchange:
             )
             return
         ctx.counters.upstream_reset += 1
-        self.reply(502, "upstream_reset")
+        if not retrying.failed(self, Failure.RESET):
+            self.reply(502, "upstream_reset")
 
     def protocol_error(self) -> None:
         up = self.up
@@ -393,10 +421,13 @@ class Exchange:
     # -- endings -------------------------------------------------------------------------------
 
     def timed_out(self) -> None:
-        self.down.ctx.counters.upstream_timeouts += 1
+        ctx = self.down.ctx
+        ctx.counters.upstream_timeouts += 1
+        if ctx.now < self.overall and retrying.failed(self, Failure.TIMEOUT):
+            return
         self.reply(504, "upstream_timeout")
 
-    def reply(self, status: int, reason: str) -> None:
+    def reply(self, status: int, reason: str, extra: Sequence[bytes] = ()) -> None:
         """End the exchange with a local reply: the one way every failure reaches the client."""
         if self.finished:
             return
@@ -414,7 +445,12 @@ class Exchange:
         if self.request_id is None:
             self.request_id = self.down.ctx.new_request_id()
         data = h.local_reply(
-            status, reason, close=close, request_id=self.request_id, head=self.head_request
+            status,
+            reason,
+            close=close,
+            request_id=self.request_id,
+            head=self.head_request,
+            extra=extra,
         )
         self._end_locally(data, close)
 
@@ -467,3 +503,5 @@ class Exchange:
         if pool is not None:
             self.pool = None
             pool.active -= 1
+        if self.tries:
+            retrying.end(self)

@@ -8,12 +8,12 @@ health and outlier state plug in: the protocols never choose endpoints themselve
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from gateway.headers import pairs
 from gateway.table import TableHolder
-from policies import balancing, matching
+from policies import balancing, matching, retries
 from policies.matching import Decision, RequestHead
 from policies.model import Algorithm, TrafficSettings
 from policies.table import Backend, Endpoint
@@ -65,6 +65,15 @@ class EndpointPicker(Protocol):
         self, backend: Backend, settings: TrafficSettings, head: RequestHead
     ) -> Endpoint | None:
         """An endpoint of `backend`, or None when nothing can take the request (503)."""
+
+    def repick(
+        self,
+        backend: Backend,
+        settings: TrafficSettings,
+        head: RequestHead,
+        tried: Sequence[Endpoint],
+    ) -> Endpoint | None:
+        """The endpoint for a retry after `tried` (the last one failed): see `policies.retries`."""
 
     def forget(self) -> None:
         """Drop cached per-backend state (the table was swapped)."""
@@ -118,13 +127,7 @@ class BalancingPicker:
     def pick(
         self, backend: Backend, settings: TrafficSettings, head: RequestHead
     ) -> Endpoint | None:
-        health = self.health
-        if health.version != self._version:
-            self.forget()
-            self._version = health.version
-        entry = self._views.get(id(backend))
-        if entry is None or entry[0] is not backend:
-            entry = self._view(backend)
+        entry = self._entry(backend)
         only = entry[2]
         if only is not None:
             return only  # one reachable endpoint: no rolls, nothing to compare
@@ -143,6 +146,44 @@ class BalancingPicker:
         self._turns[key] = turn + 1
         draw = balancing.Draw(roll(), roll(), counter=turn, active=self.active)
         return balancing.choose_endpoint(algorithm, pick, draw)
+
+    def repick(
+        self,
+        backend: Backend,
+        settings: TrafficSettings,
+        head: RequestHead,
+        tried: Sequence[Endpoint],
+    ) -> Endpoint | None:
+        """Another endpoint of the same cluster first, then another cluster (next tier when the
+        tried ones were all of the first), then anything again (`policies.retries.next_pick`)."""
+        _, view, only = self._entry(backend)
+        if only is not None:
+            return only
+        roll = random.random
+        failed = tried[-1].cluster
+        last = next(
+            (p for tier in view.tiers for p in tier.picks if p.target.cluster == failed), None
+        )
+        if last is None:
+            clusters = frozenset(endpoint.cluster for endpoint in tried)
+            pick = view.excluding(clusters).pick(tier_roll=roll(), cluster_roll=roll())
+            if pick is None:
+                pick = view.pick(tier_roll=roll(), cluster_roll=roll())
+        else:
+            pick = retries.next_pick(view, last, tried, tier_roll=roll(), cluster_roll=roll())
+        if pick is None:
+            return None
+        return balancing.least_request(pick.candidates, self.active, roll_a=roll(), roll_b=roll())
+
+    def _entry(self, backend: Backend) -> tuple[Backend, balancing.BackendView, Endpoint | None]:
+        health = self.health
+        if health.version != self._version:
+            self.forget()
+            self._version = health.version
+        entry = self._views.get(id(backend))
+        if entry is None or entry[0] is not backend:
+            entry = self._view(backend)
+        return entry
 
     def _view(self, backend: Backend) -> tuple[Backend, balancing.BackendView, Endpoint | None]:
         if len(self._views) >= _MAX_VIEWS:
@@ -181,3 +222,12 @@ class Router:
         self, backend: Backend, settings: TrafficSettings, head: RequestHead
     ) -> Endpoint | None:
         return self.picker.pick(backend, settings, head)
+
+    def repick(
+        self,
+        backend: Backend,
+        settings: TrafficSettings,
+        head: RequestHead,
+        tried: Sequence[Endpoint],
+    ) -> Endpoint | None:
+        return self.picker.repick(backend, settings, head, tried)

@@ -18,6 +18,8 @@ from typing import Any
 from gateway.context import ExchangeObserver, ProxyContext
 from gateway.counters import Counters
 from gateway.downstream import BoundListener, DownstreamProtocol
+from gateway.health import HealthMonitor
+from gateway.limits import Limits
 from gateway.mirroring import Mirrors
 from gateway.routing import AllHealthy, BalancingPicker, EndpointPicker, HealthView, Router
 from gateway.settings import GatewaySettings
@@ -38,6 +40,7 @@ class Gateway:
         health: HealthView | None = None,
         observer: ExchangeObserver | None = None,
         counters: Counters | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.settings = settings
         self.holder = TableHolder(table)
@@ -48,11 +51,21 @@ class Gateway:
         self._listeners: list[BoundListener] = []
         self._timer: asyncio.TimerHandle | None = None
         self._next_sweep = 0.0
+        # Active checks and outlier ejection, unless the caller brings its own health view.
+        monitor = HealthMonitor(self.counters) if health is None and picker is None else None
+        if monitor is not None:
+            monitor.sync(table)
+            health = monitor
+        elif isinstance(health, HealthMonitor):
+            monitor = health
+        self.health = monitor
         balancer = BalancingPicker(health or AllHealthy()) if picker is None else None
         router = Router(self.holder, picker or balancer)  # type: ignore[arg-type]
         self.ctx = ProxyContext(settings, router, self.counters, now=0.0, observer=observer)
         self.ctx.pools = self.pools = Pools(self.ctx, self._spawn)
         self.ctx.mirrors = Mirrors(self.ctx)
+        self.ctx.limits = limits if limits is not None else Limits(self.counters)
+        self.ctx.health = monitor
         if balancer is not None:
             balancer.active = self.pools.active  # least request reads in-flight counts
 
@@ -75,6 +88,8 @@ class Gateway:
         # local reply), so the group never cancels its owner.
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
+        if self.health is not None:
+            await self.health.start()
         for configured in self.settings.listeners:
             bound = BoundListener(configured.host, configured.port, configured.scheme)
             server = await loop.create_server(
@@ -93,6 +108,8 @@ class Gateway:
         """Install a newer table whole; requests in flight keep the one they started with.
         Raises `StaleTableError` for a version that is not newer (the live table stays)."""
         previous = self.holder.swap(table)
+        if self.health is not None:
+            self.health.sync(table)  # new endpoints probed now; staying ones keep their state
         self.ctx.router.picker.forget()
         return previous
 
@@ -126,6 +143,8 @@ class Gateway:
             down.close()
         self.ctx.mirrors.close()
         self.pools.close()
+        if self.health is not None:
+            await self.health.close()
         for task in list(self._connects):
             task.cancel()
         if self._tasks is not None:
@@ -164,6 +183,8 @@ class Gateway:
         for down in list(self.ctx.downstreams):
             down.check(now)
         self.ctx.mirrors.check(now)
+        if self.health is not None:
+            self.health.sweep(now)
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_EVERY_S
             self.pools.sweep(now)

@@ -1,0 +1,98 @@
+"""Active health checks on a real gateway: probes over loopback take endpoints out and back."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from gateway.health import HealthMonitor, probe
+from gateway.server import Gateway
+from policies.table import Endpoint
+from tests.conftest import eventually
+from tests.gateway.conftest import EAST, EAST_2, StartGateway
+from tests.gateway.fleet import FAST_CHECK, Backends, cluster, fetch, fleet_table, session
+
+
+def _monitor(gw: Gateway) -> HealthMonitor:
+    assert gw.health is not None
+    return gw.health
+
+
+def _endpoint(address: str, cluster_name: str = "east") -> Endpoint:
+    host, port = address.split(":")
+    return Endpoint(host, int(port), cluster_name)
+
+
+async def _pods(gw: Gateway, count: int) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    async with session() as client:
+        for _ in range(count):
+            status, headers = await fetch(client, gw.addresses[0])
+            assert status == 200
+            seen[headers["x-pod"]] += 1
+    return seen
+
+
+async def test_a_failing_health_check_takes_an_endpoint_out_and_a_passing_one_back(
+    gateway: StartGateway,
+) -> None:
+    async with Backends() as backends:
+        one = await backends.start("east", EAST)
+        two = await backends.start("east", EAST_2)
+        gw = await gateway(fleet_table([cluster("east", [one.address, two.address])]))
+        monitor = _monitor(gw)
+        await eventually(lambda: one.health_probes > 0 and two.health_probes > 0)
+        assert set(await _pods(gw, 20)) == {one.pod, two.pod}
+
+        one.fail_health()
+        await eventually(lambda: not monitor.healthy(_endpoint(one.address)))
+        assert set(await _pods(gw, 20)) == {two.pod}
+        assert gw.counters.health_transitions >= 1
+
+        one.fail_health(False)
+        await eventually(lambda: monitor.healthy(_endpoint(one.address)))
+        assert one.pod in await _pods(gw, 40)
+
+
+async def test_a_draining_upstream_leaves_rotation_while_its_listener_still_serves(
+    gateway: StartGateway,
+) -> None:
+    async with Backends() as backends:
+        one = await backends.start("east", EAST)
+        two = await backends.start("east", EAST_2)
+        gw = await gateway(fleet_table([cluster("east", [one.address, two.address])]))
+        one.drain()  # 503 on /healthz: out at the first such answer, no threshold
+        await eventually(lambda: not _monitor(gw).healthy(_endpoint(one.address)))
+        served_before = one.requests
+        assert set(await _pods(gw, 20)) == {two.pod}
+        assert one.running
+        assert one.requests == served_before
+
+
+async def test_health_survives_a_reload_and_new_endpoints_are_probed_at_once(
+    gateway: StartGateway,
+) -> None:
+    async with Backends() as backends:
+        one = await backends.start("east", EAST)
+        two = await backends.start("east", EAST_2)
+        gw = await gateway(fleet_table([cluster("east", [one.address])]))
+        monitor = _monitor(gw)
+        one.fail_health()
+        await eventually(lambda: not monitor.healthy(_endpoint(one.address)))
+        gw.swap(fleet_table([cluster("east", [one.address, two.address])]))
+        await eventually(lambda: two.health_probes > 0)
+        state = monitor.state(_endpoint(one.address))
+        assert state is not None
+        assert not state.healthy  # kept across the reload
+        assert set(await _pods(gw, 10)) == {two.pod}
+
+        gw.swap(fleet_table([cluster("east", [two.address])]))
+        assert monitor.state(_endpoint(one.address)) is None  # gone with its endpoint
+
+
+async def test_probe_answers_and_failures(closed_port: int) -> None:
+    async with Backends() as backends:
+        one = await backends.start("east", EAST)
+        assert await probe(_endpoint(one.address), FAST_CHECK) == 200
+        one.drain()
+        assert await probe(_endpoint(one.address), FAST_CHECK) == 503
+    assert await probe(Endpoint("127.0.0.1", closed_port, "east"), FAST_CHECK) is None
