@@ -13,8 +13,9 @@ quiet for `--debounce`; SIGHUP loads at once. An invalid edit is logged with the
 in `/status` under `policy.last_error`, and changes nothing served. At start-up an invalid
 directory is an error (exit 1), as with `nginx -t`: there is no last good table to keep.
 
-SIGTERM/SIGINT: readiness fails, listeners close, in-flight requests finish (at most
-`--drain-timeout`), exit 0.
+SIGTERM/SIGINT: readiness fails, listeners stay open `--drain-delay` more seconds (so load
+balancers see /readyz fail first), then close; in-flight requests finish (at most
+`--drain-timeout` after that), exit 0.
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, listen: str) -> No
         "--debounce", type=float, default=0.2, metavar="S", help="quiet time before a reload"
     )
     parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="S")
+    parser.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="on SIGTERM, keep accepting this long after /readyz fails",
+    )
     process.add_log_level(parser)
 
 
@@ -88,6 +96,7 @@ class RunSettings:
     poll_interval_s: float = 1.0
     debounce_s: float = 0.2
     drain_timeout_s: float = 10.0
+    drain_delay_s: float = 0.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, directory: Path) -> RunSettings:
@@ -102,6 +111,7 @@ class RunSettings:
             poll_interval_s=args.poll_interval,
             debounce_s=args.debounce,
             drain_timeout_s=args.drain_timeout,
+            drain_delay_s=args.drain_delay,
         )
 
 
@@ -230,7 +240,9 @@ class Embedded:
         host, port = settings.listen
         self.process = GatewayProcess(
             ProcessSettings(
-                gateway=GatewaySettings(listeners=(Listener(host, port),)),
+                gateway=GatewaySettings(
+                    listeners=(Listener(host, port),), drain_delay_s=settings.drain_delay_s
+                ),
                 admin=settings.admin,
                 access_log=settings.access_log,
                 drain_timeout_s=settings.drain_timeout_s,

@@ -23,7 +23,7 @@ import select
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TextIO
 
 from gateway.context import ExchangeObserver
@@ -36,45 +36,62 @@ log = logging.getLogger(LOGGER)
 
 
 class AccessLog:
-    """An `ExchangeObserver` that logs each exchange; `then` is called afterwards, if set."""
+    """An `ExchangeObserver` that logs each exchange; `then` is called afterwards, if set.
 
-    __slots__ = ("_second", "_stamp", "then")
+    With `direct` (the handler `install` returned), lines go straight into that handler's buffer
+    when it is the logger's only handler and INFO is enabled: the same lines in the same place,
+    without building a `LogRecord` per request (about half the cost of a line). Otherwise, and
+    as soon as someone adds another handler or raises the level, every line goes through
+    `log.info` as usual.
+    """
 
-    def __init__(self, then: ExchangeObserver | None = None) -> None:
+    __slots__ = ("_second", "_stamp", "direct", "then")
+
+    def __init__(
+        self, then: ExchangeObserver | None = None, *, direct: BufferedHandler | None = None
+    ) -> None:
         self.then = then
+        self.direct = direct
         self._second = -1
         self._stamp = ""
 
     def exchange_done(self, exchange: Exchange) -> None:
-        if log.isEnabledFor(logging.INFO):
+        direct = self.direct
+        if direct is not None and log.handlers == [direct] and log.isEnabledFor(logging.INFO):
+            direct.add(self.line(exchange))
+        elif log.isEnabledFor(logging.INFO):
             log.info(self.line(exchange))
         then = self.then
         if then is not None:
             then.exchange_done(exchange)
 
     def line(self, ex: Exchange) -> str:
-        """The JSON line for `ex` (public for tests and custom handlers)."""
-        now = time.time()
+        """The JSON line for `ex` (public for tests and custom handlers).
+
+        Formatted by hand (a dict plus `json.dumps` costs twice as much); every string that a
+        client or upstream controls is escaped by the json module's own encoder.
+        """
         fwd = ex.forward
-        endpoint = ex.endpoint
+        endpoint = ex.endpoint if fwd is not None else None
         decided = ex.decided
-        record = {
-            "time": self._time(now),
-            "client": ex.down.peer.decode("latin-1"),
-            "method": ex.method.decode("latin-1"),
-            "host": ex.host.decode("latin-1") if ex.host is not None else None,
-            "path": ex.target.decode("latin-1"),
-            "status": ex.status,
-            "bytes": ex.sent_bytes,
-            "duration_ms": round((time.perf_counter() - ex.started) * 1000, 3),
-            "route": decided.route if decided is not None else None,
-            "rule": decided.rule if decided is not None else None,
-            "cluster": endpoint.cluster if endpoint is not None and fwd is not None else None,
-            "endpoint": endpoint.address if endpoint is not None and fwd is not None else None,
-            "reason": ex.reason,
-            "request_id": ex.request_id.decode("latin-1") if ex.request_id is not None else None,
-        }
-        return json.dumps(record, separators=(",", ":"))
+        host = ex.host
+        request_id = ex.request_id
+        return (
+            f'{{"time":"{self._time(time.time())}",'
+            f'"client":{_text(ex.down.peer.decode("latin-1"))},'
+            f'"method":{_text(ex.method.decode("latin-1"))},'
+            f'"host":{_text(host.decode("latin-1")) if host is not None else "null"},'
+            f'"path":{_text(ex.target.decode("latin-1"))},'
+            f'"status":{ex.status:d},"bytes":{ex.sent_bytes:d},'
+            f'"duration_ms":{(time.perf_counter() - ex.started) * 1000:.3f},'
+            f'"route":{_maybe(decided.route if decided is not None else None)},'
+            f'"rule":{_maybe(decided.rule if decided is not None else None)},'
+            f'"cluster":{_maybe(endpoint.cluster if endpoint is not None else None)},'
+            f'"endpoint":{_maybe(endpoint.address if endpoint is not None else None)},'
+            f'"reason":{_maybe(ex.reason)},'
+            f'"request_id":'
+            f"{_text(request_id.decode('latin-1')) if request_id is not None else 'null'}}}"
+        )
 
     def _time(self, now: float) -> str:
         second = int(now)
@@ -82,6 +99,13 @@ class AccessLog:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+
+
+def _maybe(value: str | None) -> str:
+    return "null" if value is None else _text(value)
+
+
+_text: Callable[[str], str] = json.encoder.encode_basestring  # quoted and escaped JSON string
 
 
 class BufferedHandler(logging.Handler):
@@ -100,11 +124,17 @@ class BufferedHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._lines.append(self.format(record))
+            line = self.format(record)
         except Exception:  # logging's contract: a broken record is reported, never raised
             self.handleError(record)
             return
-        if len(self._lines) >= self.capacity:
+        self.add(line)
+
+    def add(self, line: str) -> None:
+        """Buffer one formatted line (what `emit` does after formatting)."""
+        lines = self._lines
+        lines.append(line)
+        if len(lines) >= self.capacity:
             self.flush()
 
     def flush(self) -> None:

@@ -71,7 +71,7 @@ class LocalView:
 
     def readiness(self) -> str | None:
         gateway = self.gateway
-        if gateway.ctx.draining:
+        if gateway.draining or gateway.ctx.draining:
             return "draining"
         if gateway.table.version == 0:
             return "no_table"

@@ -70,8 +70,8 @@ class GatewayProcess:
     ) -> None:
         self.settings = settings
         self.access_handler: accesslog.BufferedHandler | None = None
-        then = accesslog.AccessLog() if settings.access_log else None
-        self.recorder = Recorder(then)
+        self.access = accesslog.AccessLog() if settings.access_log else None
+        self.recorder = Recorder(self.access)
         self.gateway = Gateway(
             settings.gateway, EMPTY_TABLE, observer=self.recorder, counters=Counters()
         )
@@ -92,8 +92,8 @@ class GatewayProcess:
     async def serve(self, feeders: Sequence[Feeder], stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down in order (see the module docstring)."""
         settings = self.settings
-        if settings.access_log:
-            self.access_handler = accesslog.install()
+        if self.access is not None:
+            self.access_handler = self.access.direct = accesslog.install()
         admin = await start_admin(self.view, settings.admin) if settings.admin else None
         try:
             if admin is not None:

@@ -147,17 +147,18 @@ async def test_snapshots_of_two_workers_add_up(
     )
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["through-logging", "direct"])
 async def test_access_log_writes_one_json_line_per_request(
-    observed: list[Gateway], app_upstream: StartApp
+    observed: list[Gateway], app_upstream: StartApp, direct: bool
 ) -> None:
     east = await app_upstream("east", EAST)
     stream = io.StringIO()
     handler = accesslog.install(stream)
     try:
-        recorder = Recorder(then=accesslog.AccessLog())
+        recorder = Recorder(then=accesslog.AccessLog(direct=handler if direct else None))
         gw_url = await start(observed, single(east), recorder)
         async with aiohttp.ClientSession() as client:
-            async with client.get(f"{gw_url}/items?page=2", headers=SHOP) as resp:
+            async with client.get(f"{gw_url}/items?page=2&q=%22x%5C", headers=SHOP) as resp:
                 assert resp.status == 200
                 body = await resp.read()
             async with client.get(f"{gw_url}/", headers={"Host": "unknown.test"}) as resp:
@@ -170,7 +171,7 @@ async def test_access_log_writes_one_json_line_per_request(
     forwarded, local = (json.loads(line) for line in stream.getvalue().splitlines())
     assert forwarded["method"] == "GET"
     assert forwarded["host"] == "shop.test"
-    assert forwarded["path"] == "/items?page=2"
+    assert forwarded["path"] == "/items?page=2&q=%22x%5C"
     assert forwarded["status"] == 200
     assert forwarded["bytes"] > len(body)  # head and body
     assert forwarded["route"] == "shop/main"
@@ -185,6 +186,7 @@ async def test_access_log_writes_one_json_line_per_request(
     assert local["reason"] == "no_route"
     assert local["route"] is None
     assert local["cluster"] is None
+    assert local["host"] == "unknown.test"
 
 
 def test_buffered_access_lines_reach_a_pipe_whole() -> None:
