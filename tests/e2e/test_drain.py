@@ -82,7 +82,11 @@ async def test_sigterm_under_load_loses_no_request_and_exits_0(tmp_path: Path) -
             readiness: list[int] = []
 
             async def ready_status() -> int:
-                async with session.get(f"http://{run.admin}/readyz") as resp:
+                # a session of its own: the load's connection limit must not queue this
+                async with (
+                    aiohttp.ClientSession() as admin,
+                    admin.get(f"http://{run.admin}/readyz") as resp,
+                ):
                     return resp.status
 
             async with asyncio.TaskGroup() as tg:
