@@ -51,6 +51,7 @@ class Gateway:
         self._listeners: list[BoundListener] = []
         self._timer: asyncio.TimerHandle | None = None
         self._next_sweep = 0.0
+        self.draining = False  # drain() has begun: readiness fails (listeners may stay a while)
         # Active checks and outlier ejection, unless the caller brings its own health view.
         monitor = HealthMonitor(self.counters) if health is None and picker is None else None
         if monitor is not None:
@@ -118,12 +119,16 @@ class Gateway:
         self.swap(table)
 
     async def drain(self, timeout_s: float) -> bool:
-        """Stop accepting, let in-flight requests finish (their responses say `Connection:
-        close`, idle keep-alive connections close now), for at most `timeout_s`.
+        """Fail readiness at once (`draining`), keep serving as usual for
+        `settings.drain_delay_s` (load balancers polling `/readyz` stop sending meanwhile),
+        then stop accepting: idle keep-alive connections close, responses say `Connection:
+        close`, and in-flight requests get at most `timeout_s` more.
 
-        Returns True when every client connection closed in time. Readiness (the admin port)
-        should fail before this is called.
+        Returns True when every client connection closed in time.
         """
+        self.draining = True
+        if self.settings.drain_delay_s > 0:
+            await asyncio.sleep(self.settings.drain_delay_s)
         self.ctx.draining = True
         for server in self._servers:
             server.close()
