@@ -179,11 +179,11 @@ def intro(
 ) -> str:
     gw = f"http://{embedded.listen}"
     admin = embedded.process.admin_address
-    by_cluster: dict[str, list[str]] = {}
+    by_cluster: dict[str, dict[str, list[str]]] = {}
     for backend in backends:
-        by_cluster.setdefault(backend.spec.cluster, []).append(
-            f"{backend.address} ({backend.spec.service} {backend.spec.version})"
-        )
+        spec = backend.spec
+        services = by_cluster.setdefault(spec.cluster, {})
+        services.setdefault(f"{spec.service} ({spec.version})", []).append(backend.address)
     lines = [
         "fleetgate demo: member clusters on loopback behind one gateway",
         "",
@@ -191,9 +191,11 @@ def intro(
         f"  policies  {live}",
         "            (a live copy of examples/fleet: edit it and the gateway reloads;",
         "             removed when the demo stops)",
+        "  clusters  (demo servers answering with their cluster, version and pod)",
     ]
-    for cluster, names in by_cluster.items():
-        lines.append(f"  {cluster:<9} " + ", ".join(names))
+    for cluster, services in by_cluster.items():
+        for n, (name, addresses) in enumerate(services.items()):
+            lines.append(f"    {cluster if n == 0 else '':<8}{name:<14}{', '.join(addresses)}")
     if moved:
         lines.append(f"  ({len(moved)} endpoint(s) moved to free ports; the copy says where)")
     lines += [
