@@ -106,7 +106,7 @@ async def test_100_reloads_under_load_fail_no_request(tmp_path: Path) -> None:
                 for n in range(1, EDITS + 1):
                     if n == BROKEN_AT:
                         before = await served_edit()
-                        (policies / "broken.yaml").write_text(BROKEN)
+                        write_atomically(policies / "broken.yaml", BROKEN)
 
                         async def rejected() -> bool:
                             return (await policy_status())["ok"] is False
