@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from gateway.context import ExchangeObserver, ProxyContext
@@ -25,6 +25,8 @@ from gateway.routing import AllHealthy, BalancingPicker, EndpointPicker, HealthV
 from gateway.settings import GatewaySettings
 from gateway.table import TableHolder
 from gateway.upstreams import Pools
+from policies.limits import Thresholds
+from policies.model import RateLimit
 from policies.table import RoutingTable
 
 _SWEEP_EVERY_S = 1.0  # idle upstream connections are looked at this often
@@ -40,7 +42,8 @@ class Gateway:
         health: HealthView | None = None,
         observer: ExchangeObserver | None = None,
         counters: Counters | None = None,
-        limits: Limits | None = None,
+        breaker: Thresholds | None = None,
+        namespace_quotas: Mapping[str, RateLimit] | None = None,
     ) -> None:
         self.settings = settings
         self.holder = TableHolder(table)
@@ -65,7 +68,9 @@ class Gateway:
         self.ctx = ProxyContext(settings, router, self.counters, now=0.0, observer=observer)
         self.ctx.pools = self.pools = Pools(self.ctx, self._spawn)
         self.ctx.mirrors = Mirrors(self.ctx)
-        self.ctx.limits = limits if limits is not None else Limits(self.counters)
+        self.ctx.limits = Limits(
+            self.counters, thresholds=breaker or Thresholds(), namespace_quotas=namespace_quotas
+        )
         self.ctx.health = monitor
         if balancer is not None:
             balancer.active = self.pools.active  # least request reads in-flight counts
