@@ -65,6 +65,13 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, listen: str) -> No
     parser.add_argument(
         "--admin", default="127.0.0.1:9901", metavar="HOST:PORT", help='admin port, or "none"'
     )
+    parser.add_argument(
+        "--admin-token",
+        default=os.environ.get("FLEETGATE_ADMIN_TOKEN"),
+        metavar="TOKEN",
+        help="bearer token for the admin port's /status and /metrics "
+        "(default: $FLEETGATE_ADMIN_TOKEN; /healthz and /readyz stay open)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="gateway processes (SO_REUSEPORT)")
     parser.add_argument("--access-log", action="store_true", help="JSON access lines to stdout")
     parser.add_argument(
@@ -97,6 +104,7 @@ class RunSettings:
     debounce_s: float = 0.2
     drain_timeout_s: float = 10.0
     drain_delay_s: float = 0.0
+    admin_token: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, directory: Path) -> RunSettings:
@@ -112,6 +120,7 @@ class RunSettings:
             debounce_s=args.debounce,
             drain_timeout_s=args.drain_timeout,
             drain_delay_s=args.drain_delay,
+            admin_token=getattr(args, "admin_token", None),
         )
 
 
@@ -246,6 +255,7 @@ class Embedded:
                 admin=settings.admin,
                 access_log=settings.access_log,
                 drain_timeout_s=settings.drain_timeout_s,
+                admin_token=settings.admin_token,
             ),
             parts={"policy": pipeline.status},
             reload=pipeline.reload_stats,

@@ -14,16 +14,26 @@ Endpoints:
   composition root adds (the policy directory: last load, its `file:line:col` problems).
 * `/metrics`: Prometheus text (gateway.metrics).
 * `/counters`: the raw counter snapshot as JSON, what a worker hands to its parent.
+
+Auth: with a token configured (`start_admin(token=...)`, `--admin-token` / `FLEETGATE_ADMIN_TOKEN`),
+every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`, `/metrics`
+included (the table, endpoints and traffic figures are reconnaissance; Prometheus scrape
+configs carry a bearer token). Only a SHA-256 digest of the token is kept in memory, compared
+with `hmac.compare_digest`. Without a token the port is open: bind it to loopback or a unix
+socket (the default 127.0.0.1).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from gateway import metrics
 from gateway.metrics import Recorder, ReloadStats, Snapshot
@@ -261,9 +271,38 @@ def _endpoint(endpoint: Endpoint, ok: bool, active: Callable[[Endpoint], int]) -
 
 VIEW = web.AppKey("admin_view", AdminView)
 
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes carry no credentials
 
-def build_app(view: AdminView) -> web.Application:
-    app = web.Application()
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def bearer_auth(digest: bytes) -> Middleware:
+    """Middleware: 401 unless `Authorization: Bearer <token>` hashes to `digest`."""
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            response: web.StreamResponse = await handler(request)
+            return response
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        given = token_digest(presented.strip()) if scheme.lower() == "bearer" else b""
+        if not hmac.compare_digest(given, digest):
+            return web.Response(
+                status=401,
+                text="unauthorized\n",
+                headers={"WWW-Authenticate": 'Bearer realm="fleetgate-admin"', **_NO_STORE},
+            )
+        response = await handler(request)
+        return response
+
+    return auth
+
+
+def build_app(view: AdminView, *, token: str | None = None) -> web.Application:
+    middlewares = [bearer_auth(token_digest(token))] if token else []
+    app = web.Application(middlewares=middlewares)
     app[VIEW] = view
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -305,9 +344,10 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, indent=2, default=str)
 
 
-async def start_admin(view: AdminView, address: str) -> web.AppRunner:
-    """Serve the admin app on "host:port" (port 0 = any) or "unix:/path". Caller cleans up."""
-    runner = web.AppRunner(build_app(view), access_log=None, handle_signals=False)
+async def start_admin(view: AdminView, address: str, *, token: str | None = None) -> web.AppRunner:
+    """Serve the admin app on "host:port" (port 0 = any) or "unix:/path". Caller cleans up.
+    With `token`, all but /healthz and /readyz need it as a bearer token."""
+    runner = web.AppRunner(build_app(view, token=token), access_log=None, handle_signals=False)
     await runner.setup()
     try:
         if address.startswith("unix:"):

@@ -56,6 +56,7 @@ class ProcessSettings:
     access_log: bool = False  # JSON lines on the `gateway.access` logger, to stdout
     drain_timeout_s: float = 10.0  # in-flight requests get this long after SIGTERM
     access_log_flush_s: float = 0.2  # buffered access lines are written at least this often
+    admin_token: str | None = None  # bearer token for the admin port (gateway.admin)
 
 
 class GatewayProcess:
@@ -94,7 +95,11 @@ class GatewayProcess:
         settings = self.settings
         if self.access is not None:
             self.access_handler = self.access.direct = accesslog.install()
-        admin = await start_admin(self.view, settings.admin) if settings.admin else None
+        admin = (
+            await start_admin(self.view, settings.admin, token=settings.admin_token)
+            if settings.admin
+            else None
+        )
         try:
             if admin is not None:
                 self.admin_address = bound_address(admin)
