@@ -30,22 +30,22 @@ saved and handed to reconcile before they return.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from controller import codec
+from controller import release_records as records
 from controller.notify import Notifier, NotifySettings
 from controller.observations import Observations, ObservationSettings
-from controller.publishing import Publisher, Rollout
+from controller.publishing import Publisher
 from controller.reconcile import Reconciler
-from controller.rollbacks import PolicyHistories, decode_revision, encode_revision
-from controller.statefile import StateFile, StateStore
+from controller.release_records import Active, Window
+from controller.rollbacks import PolicyHistories
+from controller.statefile import StateFile, StateFileError, StateStore
 from policies import analysis, overlays, releases, revisions
 from policies.model import PolicySet, Release, Route
 from policies.release_state import (
@@ -88,39 +88,6 @@ class ReleaseNotFound(LookupError):
     """No Release document with this id in the current policies."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Event:
-    """One entry of a release's journal: who did what, and what the release said after it."""
-
-    at: float
-    actor: str
-    action: str  # an operator action, or "phase" for the engine's own phase changes
-    message: str
-
-
-@dataclasses.dataclass(slots=True)
-class _Window:
-    """An analysis interval being measured; `baseline` None until its counters are read."""
-
-    since: float
-    until: float
-    baseline: dict[str, Any] | None = None
-
-
-@dataclasses.dataclass(slots=True)
-class _Active:
-    """A started release. `carried` and `applied` are runtime only: they describe this process's
-    snapshots, so they start afresh after a restart (and the step waits for the fleet again)."""
-
-    state: ReleaseState
-    history: History[overlays.Overlay]
-    events: collections.deque[Event]
-    window: _Window | None = None
-    carried: tuple[int, int] | None = None  # (overlay revision, snapshot version serving it)
-    applied: int = 0  # newest overlay revision every live gateway serves
-    problem: str | None = None  # why the overlay could not be applied to the policies
-
-
 def reconciler_hook(reconciler: Reconciler) -> ReconcileHook:
     """The hook for an in-process `Reconciler`: replace its policies and rebuild at once."""
 
@@ -161,7 +128,7 @@ class ReleaseRunner:
         self.policies = PolicyHistories(retain=settings.retain)
         self._files: PolicySet | None = None
         self._specs: dict[str, Release] = {}
-        self._active: dict[str, _Active] = {}
+        self._active: dict[str, Active] = {}
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
@@ -230,9 +197,11 @@ class ReleaseRunner:
             if isinstance(result, Refused):
                 return result
             if active is None:
-                active = self._active[release_id] = self._new_active(release_id, result.state)
+                active = self._active[release_id] = records.new(
+                    release_id, result.state, events=self.settings.events
+                )
             self._perform(release_id, active, result)
-            active.events.append(Event(now, actor, action, result.state.message))
+            active.events.append(records.Event(now, actor, action, result.state.message))
             self._save_needed = True
             await self._commit()
         self._wake.set()
@@ -274,58 +243,7 @@ class ReleaseRunner:
     def view(self, release_id: str) -> dict[str, Any]:
         """Everything `fleetgate release status` shows, as JSON-able data."""
         spec = self._spec(release_id)
-        active = self._active.get(release_id)
-        view: dict[str, Any] = {
-            "release": spec.id,
-            "strategy": spec.strategy,
-            "target": f"{spec.namespace}/{spec.target}",
-            "stable": str(spec.stable.service),
-            "canary": str(spec.canary.service),
-            "steps": [describe_step(step) for step in spec.steps],
-            "started": active is not None,
-        }
-        if active is None:
-            return view
-        state = active.state
-        config = spec.analysis
-        carried = active.carried[1] if active.carried else None
-        rollout = self.publisher.rollout(carried) if carried is not None else None
-        view.update(
-            phase=state.phase.value,
-            pause_reason=state.pause_reason.value if state.pause_reason else None,
-            abort_reason=state.abort_reason,
-            message=state.message,
-            step=state.step_index,
-            canary_weight=state.canary_weight,
-            header_route=codec.encode(state.header_route),
-            mirror_percent=state.mirror_percent,
-            preview=state.preview,
-            revision=state.revision,
-            applied_revision=active.applied,
-            snapshot_version=carried,
-            rollout=_rollout_view(rollout),
-            gateways=[
-                {"id": g.id, "zone": g.zone, "applied": g.applied, "live": g.live}
-                for g in self.publisher.gateways()
-            ],
-            analysis={
-                "successes": state.tally.successes,
-                "failures": state.tally.failures,
-                "inconclusive": state.tally.inconclusive,
-                "count": config.count if config else None,
-                "failure_limit": config.failure_limit if config else None,
-                "source": ("prometheus" if config and config.prometheus_address else "gateways"),
-                "measuring": (
-                    {"since": active.window.since, "until": active.window.until}
-                    if active.window
-                    else None
-                ),
-                "last": codec.encode(state.tally.last),
-            },
-            problem=active.problem,
-            events=[codec.encode(e) for e in active.events],
-        )
-        return view
+        return records.view(spec, self._active.get(release_id), self.publisher)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -372,11 +290,11 @@ class ReleaseRunner:
                     self._save_needed = True
             await self._commit()
 
-    async def _measure(self) -> dict[str, tuple[_Window, analysis.Observation]]:
+    async def _measure(self) -> dict[str, tuple[Window, analysis.Observation]]:
         """Open baselines and finished windows (network I/O, no lock held)."""
         members = self._files.clusters if self._files else ()
         now = self._clock()
-        out: dict[str, tuple[_Window, analysis.Observation]] = {}
+        out: dict[str, tuple[Window, analysis.Observation]] = {}
         for release_id, active in list(self._active.items()):
             window, spec = active.window, self._specs.get(release_id)
             if window is None or spec is None:
@@ -401,14 +319,14 @@ class ReleaseRunner:
                 out[release_id] = (window, analysis.Observation(canary=analysis.Sample()))
         return out
 
-    def _applied_revision(self, active: _Active) -> int:
+    def _applied_revision(self, active: Active) -> int:
         if active.carried is not None and active.carried[0] == active.state.revision:
             rollout = self.publisher.rollout(active.carried[1])
             if rollout.done and rollout.total >= self.settings.min_gateways:
                 active.applied = active.state.revision
         return active.applied
 
-    def _perform(self, release_id: str, active: _Active, transition: Transition) -> None:
+    def _perform(self, release_id: str, active: Active, transition: Transition) -> None:
         active.state = transition.state
         tally = transition.state.tally
         if active.window is not None and tally.window_start != active.window.since:
@@ -427,11 +345,11 @@ class ReleaseRunner:
                     action.revision.actor,
                 )
             elif isinstance(action, RunAnalysis):
-                active.window = _Window(action.since, action.until)
+                active.window = Window(action.since, action.until)
                 self._wake.set()  # take the baseline now, not a tick later
             elif isinstance(action, Notify):
                 self.notifier.send(action)
-                active.events.append(Event(action.at, CONTROLLER, "phase", action.message))
+                active.events.append(records.Event(action.at, CONTROLLER, "phase", action.message))
                 log.info(
                     "release %s is %s (%s): %s",
                     release_id,
@@ -500,7 +418,7 @@ class ReleaseRunner:
             for release_id, spec in self._specs.items():
                 if release_id not in self._active:
                     transition = releases.start(spec, now=now, actor=CONTROLLER)
-                    active = self._new_active(release_id, transition.state)
+                    active = records.new(release_id, transition.state, events=self.settings.events)
                     self._active[release_id] = active
                     self._perform(release_id, active, transition)
         self._push_needed = True
@@ -511,60 +429,33 @@ class ReleaseRunner:
             raise ReleaseNotFound(release_id)
         return spec
 
-    def _new_active(self, release_id: str, state: ReleaseState) -> _Active:
-        return _Active(
-            state=state,
-            history=History(release_id),
-            events=collections.deque(maxlen=max(1, self.settings.events)),
-        )
-
     # -- persistence -----------------------------------------------------------------------
 
     def _dump(self) -> dict[str, Any]:
         return {
-            "releases": {
-                release_id: {
-                    "state": codec.encode(active.state),
-                    "window": dataclasses.asdict(active.window) if active.window else None,
-                    "history": [encode_revision(r) for r in active.history.revisions],
-                    "events": [codec.encode(e) for e in active.events],
-                }
-                for release_id, active in self._active.items()
-            },
+            "releases": {rid: records.dump(active) for rid, active in self._active.items()},
             "policies": self.policies.dump(),
         }
 
     async def _load(self) -> None:
         document = await self._store.load() if self._store is not None else None
         if document:
-            self._restore(document)
-        self._ready.set()
-
-    def _restore(self, document: Mapping[str, Any]) -> None:
-        for release_id, entry in (document.get("releases") or {}).items():
-            active = self._new_active(release_id, codec.decode(ReleaseState, entry["state"]))
-            active.history = History(
-                release_id,
-                tuple(decode_revision(overlays.Overlay, r) for r in entry.get("history") or ()),
-            )
-            active.events.extend(codec.decode(Event, e) for e in entry.get("events") or ())
-            window = entry.get("window")
-            if window:
-                active.window = _Window(
-                    since=float(window["since"]),
-                    until=float(window["until"]),
-                    baseline=window.get("baseline"),
+            for release_id, entry in (document.get("releases") or {}).items():
+                try:
+                    active = records.restore(release_id, entry, events=self.settings.events)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise StateFileError(f"saved state of release {release_id}: {exc}") from exc
+                self._active[release_id] = active
+                log.info(
+                    "release %s resumed at step %d, canary weight %d (%s)",
+                    release_id,
+                    active.state.step_index,
+                    active.state.canary_weight,
+                    active.state.phase.value,
                 )
-            self._active[release_id] = active
-            log.info(
-                "release %s resumed at step %d, canary weight %d (%s)",
-                release_id,
-                active.state.step_index,
-                active.state.canary_weight,
-                active.state.phase.value,
-            )
-        self.policies.restore(document.get("policies") or {})
-        self._push_needed = True
+            self.policies.restore(document.get("policies") or {})
+            self._push_needed = True
+        self._ready.set()
 
 
 def _engine_action(
@@ -591,29 +482,3 @@ def _engine_action(
     if weight is None:
         return Refused("weight_required", "set-weight needs a weight")
     return releases.set_weight(spec, state, weight=weight, now=now, actor=actor)
-
-
-def describe_step(step: Any) -> str:
-    """A step as one phrase, as the CLI lists it."""
-    if step.set_weight is not None:
-        return f"setWeight {step.set_weight}"
-    if step.pause_s is not None:
-        return "pause" if step.pause_s == float("inf") else f"pause {step.pause_s:g}s"
-    if step.set_header_route is not None:
-        route = step.set_header_route
-        name = route.header or f"cookie {route.cookie}"
-        return f"setHeaderRoute {name}={route.value}"
-    if step.set_mirror_percent is not None:
-        return f"setMirror {step.set_mirror_percent:g}%"
-    return "analysis" if step.analysis else "(empty)"
-
-
-def _rollout_view(rollout: Rollout | None) -> dict[str, Any] | None:
-    if rollout is None:
-        return None
-    return {
-        "version": rollout.version,
-        "applied": list(rollout.applied),
-        "pending": list(rollout.pending),
-        "summary": str(rollout),
-    }

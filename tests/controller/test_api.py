@@ -166,16 +166,21 @@ async def test_actions_that_do_not_apply_are_409_with_the_engine_reason() -> Non
 
 async def test_gateways_lists_every_gateway_with_its_applied_version() -> None:
     async with controller() as (rig, clients):
-        await eventually(lambda: all(g.applied for g in rig.gateways))
-        status, body = await clients["dev-shop"].get("/gateways")
-        assert status == 200
+        answers: list[Any] = []
+
+        async def both_applied() -> bool:  # reported on each gateway's next poll
+            status, body = await clients["dev-shop"].get("/gateways")
+            assert status == 200
+            answers.append(body)
+            applied = [g["applied"] for g in body["gateways"]]
+            return body["version"] is not None and applied == [body["version"]] * 2
+
+        await eventually(both_applied)
         latest = rig.publisher.latest
         assert latest is not None
-        assert body["version"] == latest.version
-        assert {(g["id"], g["applied"]) for g in body["gateways"]} == {
-            ("gw-0", latest.version),
-            ("gw-1", latest.version),
-        }
+        assert answers[-1]["version"] == latest.version
+        assert answers[-1]["rollout"] == f"2/2 gateways on v{latest.version}"
+        assert [g["id"] for g in answers[-1]["gateways"]] == ["gw-0", "gw-1"]
 
 
 async def test_rolling_back_a_policy_serves_the_old_content_until_the_files_change() -> None:

@@ -72,6 +72,8 @@ async def test_a_healthy_canary_advances_only_when_every_gateway_applied_its_ste
         history = runner.history("shop/web-v2").revisions
         assert [r.content.canary_weight for r in history] == [20, 50, 100]
         assert [r.actor for r in history] == ["alice", "controller", "bob"]
+        # A gateway reports what it applied on its next poll, so the registry may lag a moment.
+        await eventually(lambda: runner.view("shop/web-v2")["applied_revision"] == 3)
         view = runner.view("shop/web-v2")
         assert view["rollout"]["pending"] == []
         assert sorted(g["id"] for g in view["gateways"]) == ["gw-0", "gw-1"]

@@ -1,0 +1,173 @@
+"""What the release runner keeps per started release, and its two JSON forms. No I/O.
+
+`Active` is one started release: the engine's `ReleaseState`, its overlay revisions, its event
+journal, the analysis window being measured, and two runtime-only fields about this process's
+snapshots. `dump`/`restore` give the state-file entry (in Kubernetes mode: the Release's status);
+`view` gives what the operator API and `fleetgate release status` show.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from controller import codec
+from controller.publishing import Publisher, Rollout
+from controller.rollbacks import decode_revision, encode_revision
+from policies import overlays
+from policies.model import Release, Step
+from policies.release_state import ReleaseState
+from policies.revisions import History
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a release's journal: who did what, and what the release said after it."""
+
+    at: float
+    actor: str
+    action: str  # an operator action, or "phase" for the engine's own phase changes
+    message: str
+
+
+@dataclasses.dataclass(slots=True)
+class Window:
+    """An analysis interval being measured; `baseline` is None until its counters are read."""
+
+    since: float
+    until: float
+    baseline: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Active:
+    """A started release. `carried` and `applied` are runtime only: they describe this process's
+    snapshots, so they start afresh after a restart (and the step waits for the fleet again)."""
+
+    state: ReleaseState
+    history: History[overlays.Overlay]
+    events: collections.deque[Event]
+    window: Window | None = None
+    carried: tuple[int, int] | None = None  # (overlay revision, snapshot version serving it)
+    applied: int = 0  # newest overlay revision every live gateway serves
+    problem: str | None = None  # why the overlay could not be applied to the policies
+
+
+def new(release_id: str, state: ReleaseState, *, events: int) -> Active:
+    return Active(
+        state=state,
+        history=History(release_id),
+        events=collections.deque(maxlen=max(1, events)),
+    )
+
+
+def dump(active: Active) -> dict[str, Any]:
+    """The persisted entry: everything but the runtime-only fields."""
+    return {
+        "state": codec.encode(active.state),
+        "window": dataclasses.asdict(active.window) if active.window else None,
+        "history": [encode_revision(r) for r in active.history.revisions],
+        "events": [codec.encode(e) for e in active.events],
+    }
+
+
+def restore(release_id: str, entry: Mapping[str, Any], *, events: int) -> Active:
+    """`dump`'s inverse. Raises ValueError, TypeError or KeyError on a damaged entry."""
+    active = new(release_id, codec.decode(ReleaseState, entry["state"]), events=events)
+    active.history = History(
+        release_id,
+        tuple(decode_revision(overlays.Overlay, r) for r in entry.get("history") or ()),
+    )
+    active.events.extend(codec.decode(Event, e) for e in entry.get("events") or ())
+    window = entry.get("window")
+    if window:
+        active.window = Window(
+            since=codec.decode(float, window["since"]),
+            until=codec.decode(float, window["until"]),
+            baseline=window.get("baseline"),
+        )
+    return active
+
+
+def view(spec: Release, active: Active | None, publisher: Publisher) -> dict[str, Any]:
+    """Everything `fleetgate release status` shows, as JSON-able data."""
+    out: dict[str, Any] = {
+        "release": spec.id,
+        "strategy": spec.strategy,
+        "target": f"{spec.namespace}/{spec.target}",
+        "stable": str(spec.stable.service),
+        "canary": str(spec.canary.service),
+        "steps": [describe_step(step) for step in spec.steps],
+        "started": active is not None,
+    }
+    if active is None:
+        return out
+    state = active.state
+    config = spec.analysis
+    carried = active.carried[1] if active.carried else None
+    rollout = publisher.rollout(carried) if carried is not None else None
+    out.update(
+        phase=state.phase.value,
+        pause_reason=state.pause_reason.value if state.pause_reason else None,
+        abort_reason=state.abort_reason,
+        message=state.message,
+        step=state.step_index,
+        canary_weight=state.canary_weight,
+        header_route=codec.encode(state.header_route),
+        mirror_percent=state.mirror_percent,
+        preview=state.preview,
+        revision=state.revision,
+        applied_revision=active.applied,
+        snapshot_version=carried,
+        rollout=_rollout(rollout),
+        gateways=[
+            {"id": g.id, "zone": g.zone, "applied": g.applied, "live": g.live}
+            for g in publisher.gateways()
+        ],
+        analysis={
+            "successes": state.tally.successes,
+            "failures": state.tally.failures,
+            "inconclusive": state.tally.inconclusive,
+            "count": config.count if config else None,
+            "failure_limit": config.failure_limit if config else None,
+            "source": "prometheus" if config and config.prometheus_address else "gateways",
+            "measuring": (
+                {"since": active.window.since, "until": active.window.until}
+                if active.window
+                else None
+            ),
+            "last": codec.encode(state.tally.last),
+        },
+        problem=active.problem,
+        events=[codec.encode(e) for e in active.events],
+    )
+    return out
+
+
+def describe_step(step: Step) -> str:
+    """A step as one phrase, as the CLI lists it."""
+    if step.set_weight is not None:
+        return f"setWeight {step.set_weight}"
+    if step.pause_s is not None:
+        return "pause" if math.isinf(step.pause_s) else f"pause {step.pause_s:g}s"
+    if step.set_header_route is not None:
+        route = step.set_header_route
+        name = route.header or f"cookie {route.cookie}"
+        return f"setHeaderRoute {name}={route.value}"
+    if step.set_mirror_percent is not None:
+        return f"setMirror {step.set_mirror_percent:g}%"
+    return "analysis" if step.analysis else "(empty)"
+
+
+def _rollout(rollout: Rollout | None) -> dict[str, Any] | None:
+    if rollout is None:
+        return None
+    return {
+        "version": rollout.version,
+        "applied": list(rollout.applied),
+        "pending": list(rollout.pending),
+        "summary": str(rollout),
+    }
