@@ -30,3 +30,7 @@ REGISTRY.append(explain.register)
 from fleetgate import release  # noqa: E402
 
 REGISTRY.append(release.register)
+
+from fleetgate import status_cmd  # noqa: E402
+
+REGISTRY.append(status_cmd.register)

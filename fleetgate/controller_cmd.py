@@ -1,6 +1,7 @@
 """`fleetgate controller -c DIR`: the control plane on its own: the policy directory compiled and
 published over the snapshot API (`/v1/snapshot`, `/v1/gateways`) for `fleetgate gateway`
-replicas. Wiring only; the Kubernetes source joins here later. I/O: an aiohttp server."""
+replicas. Without `-c`, Kubernetes mode (fleetgate.controller_kube). Wiring only. I/O: an aiohttp
+server."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from controller import publishing
-from fleetgate import process
+from fleetgate import controller_kube, process
 from fleetgate.run import PolicyPipeline
 from gateway.admin import split_address
 from gateway.replica import handle_signals
@@ -28,11 +29,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "them as snapshots to `fleetgate gateway --controller URL`. Also serves /healthz and "
         "/status.",
     )
-    parser.add_argument("-c", "--config", required=True, type=Path, metavar="DIR")
+    parser.add_argument(
+        "-c", "--config", type=Path, metavar="DIR",
+        help="policy directory (file mode); without it: Kubernetes mode",
+    )  # fmt: skip
     parser.add_argument("--listen", default="127.0.0.1:9080", metavar="HOST:PORT")
     parser.add_argument("--token", default=None, help="bearer token gateways must send")
     parser.add_argument("--poll-interval", type=float, default=1.0, metavar="S")
     parser.add_argument("--debounce", type=float, default=0.2, metavar="S")
+    controller_kube.add_arguments(parser)
     process.add_log_level(parser)
     parser.set_defaults(handler=main)
 
@@ -44,6 +49,8 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fleetgate controller: {exc}", file=sys.stderr)
         return 2
+    if args.config is None:
+        return process.run(controller_kube.serve(controller_kube.settings_from(args), host, port))
     return process.run(serve(args, host, port))
 
 

@@ -1,0 +1,88 @@
+"""`GET /v1/status`: the controller's state for people and `fleetgate status` (aiohttp server
+I/O); the section builders are pure.
+
+The document (JSON, every section always present):
+
+    controller: {id, mode, leader, holder}     who answers, and who leads
+    snapshot:   {version, checksum, rollout}   the latest published table ("2/3 gateways on v42")
+    clusters:   [{name, state, reachable, detail, services: [{service, ready, total}]}]
+                state: "up" | "down" (unreachable, endpoints still published for the grace)
+                       | "withdrawn" (its endpoints left the table) | "connecting"
+                       | "kubeconfig-invalid" | "static" (endpoints written in the policy)
+    gateways:   [{id, zone, applied, behind, lag_s, last_seen_s, live, ...}]
+    policies:   [{kind, namespace, name, accepted, held_generation, problems: [text]}]
+    reconcile:  the rebuild loop's counters and last error
+
+Each composition (Kubernetes mode, file mode) supplies the document through a `StatusSource`;
+this module only serves it and builds the parts they share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from controller.publishing import Publisher
+from policies.model import ServiceRef
+from policies.table import Endpoint
+
+StatusSource = Callable[[], Mapping[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Provider:
+    document: StatusSource
+
+
+STATUS_SOURCE = web.AppKey("status_source", _Provider)
+
+
+def add_routes(app: web.Application, source: StatusSource) -> None:
+    """Mount `GET /v1/status` on `app` (next to the snapshot API)."""
+    app[STATUS_SOURCE] = _Provider(source)
+    app.router.add_get("/v1/status", _get_status)
+
+
+async def _get_status(request: web.Request) -> web.Response:
+    document = request.app[STATUS_SOURCE].document()
+    return web.json_response(dict(document), headers={"Cache-Control": "no-store"})
+
+
+def service_counts(
+    endpoints: Mapping[ServiceRef, tuple[Endpoint, ...]],
+) -> list[dict[str, Any]]:
+    """Ready and total endpoints of each service of one cluster, sorted by service."""
+    return [
+        {
+            "service": str(ref),
+            "ready": sum(1 for endpoint in found if endpoint.ready),
+            "total": len(found),
+        }
+        for ref, found in sorted(endpoints.items(), key=lambda item: str(item[0]))
+    ]
+
+
+def by_cluster(
+    entries: Iterable[tuple[tuple[str, ServiceRef], tuple[Endpoint, ...]]],
+) -> dict[str, dict[ServiceRef, tuple[Endpoint, ...]]]:
+    """An inventory's `(cluster, service) → endpoints` regrouped per cluster."""
+    out: dict[str, dict[ServiceRef, tuple[Endpoint, ...]]] = {}
+    for (cluster, ref), found in entries:
+        out.setdefault(cluster, {})[ref] = found
+    return out
+
+
+def snapshot_section(publisher: Publisher) -> dict[str, Any]:
+    latest = publisher.latest
+    return {
+        "version": latest.version if latest else None,
+        "checksum": latest.checksum if latest else None,
+        "rollout": str(publisher.rollout(latest.version)) if latest else None,
+    }
+
+
+def gateways_section(publisher: Publisher) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(view) for view in publisher.gateways()]

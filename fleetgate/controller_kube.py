@@ -1,0 +1,143 @@
+"""`fleetgate controller` in Kubernetes mode (no `-c DIR`): policies from the hub cluster, member
+clusters through their kubeconfigs, leader election on a Lease. Arguments and wiring only
+(controller.kubemode composes the parts). I/O: an aiohttp server for snapshots and status.
+
+Without `--hub-kubeconfig` the controller uses the cluster it runs in (its ServiceAccount), as
+the Deployment in `deploy/` does. `--id` defaults to `$POD_NAME`, then the host name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from controller import errors
+from controller.health import HealthSettings
+from controller.hubsource import HubSettings
+from controller.kubemode import KubeController, KubeModeSettings, connect_hub
+from controller.members import MemberSettings
+from controller.publishing import PublishSettings
+from controller.reconcile import ReconcileSettings
+from controller.watching import WatchSettings
+from gateway.replica import handle_signals
+
+CONTROLLER = web.AppKey("kube_controller", KubeController)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Kubernetes mode (without -c)")
+    group.add_argument(
+        "--hub-kubeconfig", type=Path, default=None, metavar="FILE",
+        help="kubeconfig of the fleet (hub) cluster; default: the cluster this runs in",
+    )  # fmt: skip
+    group.add_argument("--hub-context", default=None, help="context in --hub-kubeconfig")
+    group.add_argument(
+        "--lease-namespace", default="fleetgate-system", metavar="NS",
+        help="namespace of the leader-election Lease (and of kubeconfig Secrets)",
+    )  # fmt: skip
+    group.add_argument("--lease-name", default="fleetgate-controller", metavar="NAME")
+    group.add_argument("--id", default=None, help="replica id in the Lease (default: $POD_NAME)")
+    group.add_argument(
+        "--member-kubeconfigs", choices=("secret", "file"), default="secret",
+        help="MemberCluster spec.kubeconfig names a Secret in the hub, or a file here",
+    )  # fmt: skip
+    group.add_argument("--lease-duration", type=float, default=15.0, metavar="S")
+    group.add_argument("--renew-deadline", type=float, default=10.0, metavar="S")
+    group.add_argument("--retry-period", type=float, default=2.0, metavar="S")
+    group.add_argument(
+        "--probe-interval", type=float, default=5.0, metavar="S",
+        help="member API /readyz probing period",
+    )  # fmt: skip
+    group.add_argument(
+        "--down-after", type=int, default=3, metavar="N",
+        help="failed /readyz probes before a member cluster is down",
+    )  # fmt: skip
+    group.add_argument(
+        "--withdraw-after", type=float, default=30.0, metavar="S",
+        help="grace before a down member cluster's endpoints leave the table",
+    )  # fmt: skip
+    group.add_argument(
+        "--watch-timeout", type=float, default=300.0, metavar="S",
+        help="timeoutSeconds of each WATCH request",
+    )  # fmt: skip
+
+
+def settings_from(args: argparse.Namespace) -> KubeModeSettings:
+    watch = WatchSettings(watch_timeout_s=args.watch_timeout)
+    return KubeModeSettings(
+        identity=args.id or os.environ.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}",
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+        hub_kubeconfig=args.hub_kubeconfig,
+        hub_context=args.hub_context,
+        member_kubeconfigs=args.member_kubeconfigs,
+        lease_duration_s=args.lease_duration,
+        renew_deadline_s=args.renew_deadline,
+        retry_period_s=args.retry_period,
+        hub=HubSettings(watch=watch),
+        members=MemberSettings(
+            watch=watch,
+            health=HealthSettings(
+                interval_s=args.probe_interval,
+                failure_threshold=args.down_after,
+                grace_s=args.withdraw_after,
+            ),
+        ),
+        reconcile=ReconcileSettings(
+            debounce_s=args.debounce, max_delay_s=max(2.0, 4 * args.debounce)
+        ),
+        publish=PublishSettings(token=args.token),
+    )
+
+
+async def serve(settings: KubeModeSettings, host: str, port: int) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status."""
+    try:
+        hub = await connect_hub(settings)
+    except errors.ConfigError as exc:
+        print(f"fleetgate controller: {exc}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    handle_signals(stop)
+    try:
+        controller = KubeController(settings, hub)
+        app = web.Application()
+        app[CONTROLLER] = controller
+        controller.add_routes(app)
+        app.router.add_get("/healthz", _healthz)
+        app.router.add_get("/readyz", _readyz)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            bound = runner.addresses[0]
+            print(
+                f"fleetgate controller: serving snapshots on http://{bound[0]}:{bound[1]}"
+                f" (Kubernetes mode, id {settings.identity})",
+                file=sys.stderr,
+                flush=True,
+            )
+            async with asyncio.TaskGroup() as group:
+                running = group.create_task(controller.run(), name="controller.kube")
+                await stop.wait()
+                running.cancel()
+        finally:
+            await runner.cleanup()
+    finally:
+        await hub.close()
+    return 0
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    if request.app[CONTROLLER].ready:
+        return web.Response(text="ok\n")
+    return web.Response(status=503, text="no snapshot published yet\n")

@@ -1,0 +1,146 @@
+"""`fleetgate status --controller URL`: member clusters, gateways and policies as the controller
+sees them (`GET /v1/status`, controller.statusapi). Output formatting only; I/O: one HTTP GET.
+
+    controller ctl-0 (leader)  snapshot v1718000000123: 2/2 gateways on v1718000000123
+    CLUSTER  STATE  PRIO  SERVICES (ready/total)
+    east     up     0     shop/web:80 2/2
+    west     down   0     shop/web:80 1/1   unreachable: ...
+    GATEWAY  ZONE   APPLIED         BEHIND  LAG
+    gw-1     a      1718000000123   0       0.0s
+    POLICY                         ACCEPTED  PROBLEMS
+    TrafficPolicy shop/storefront  yes
+    HTTPRoute other/grab           no        spec.hostnames[0]: hostname "shop.example.com" ...
+
+Exit status: 0 when every reachable part is healthy; 1 when a cluster is not up, a live gateway
+is behind, or a policy is not accepted (so scripts can wait on it); 2 when the controller cannot
+be asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "status",
+        help="member clusters, gateways and policies as the controller sees them",
+        description="Ask a fleetgate controller for its view of the fleet: member clusters "
+        "(reachable, endpoints ready/total per service), gateways (version applied, lag) and "
+        "policies with their problems.",
+    )
+    parser.add_argument("--controller", required=True, metavar="URL", help="controller base URL")
+    parser.add_argument("--json", action="store_true", help="print the status document as JSON")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    url = args.controller.rstrip("/") + "/v1/status"
+    try:
+        document = fetch(url, timeout_s=args.timeout)
+    except (OSError, ValueError) as exc:
+        print(f"fleetgate status: cannot read {url}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(document, sys.stdout, indent=2, sort_keys=True)
+        print()
+    else:
+        render(document, sys.stdout)
+    return 0 if healthy(document) else 1
+
+
+def fetch(url: str, *, timeout_s: float) -> dict[str, Any]:
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        document = json.loads(response.read())
+    if not isinstance(document, dict):
+        raise ValueError("the answer is not a JSON object")
+    return document
+
+
+def healthy(document: Mapping[str, Any]) -> bool:
+    clusters = document.get("clusters") or []
+    gateways = document.get("gateways") or []
+    policies = document.get("policies") or []
+    return (
+        all(c.get("state") in ("up", "static") for c in clusters)
+        and all(g.get("behind", 0) == 0 for g in gateways if g.get("live"))
+        and all(p.get("accepted") for p in policies)
+    )
+
+
+def render(document: Mapping[str, Any], out: TextIO) -> None:
+    controller = document.get("controller") or {}
+    snapshot = document.get("snapshot") or {}
+    role = "leader" if controller.get("leader") else f"standby; leader {controller.get('holder')}"
+    version = snapshot.get("version")
+    published = f"snapshot v{version}: {snapshot.get('rollout')}" if version else "no snapshot yet"
+    out.write(f"controller {controller.get('id')} ({role})  {published}\n\n")
+
+    rows = []
+    for cluster in document.get("clusters") or []:
+        services = [
+            f"{s['service']} {s['ready']}/{s['total']}" for s in cluster.get("services") or []
+        ]
+        detail = cluster.get("detail") or ""
+        note = detail if cluster.get("state") not in ("up", "static") else ""
+        rows.append(
+            [
+                cluster.get("name", ""),
+                cluster.get("state", ""),
+                str(cluster.get("priority", "")),
+                ", ".join(services) or "-",
+                note,
+            ]
+        )
+    _table(out, ["CLUSTER", "STATE", "PRIO", "SERVICES (ready/total)", ""], rows)
+
+    rows = [
+        [
+            g.get("id", ""),
+            g.get("zone") or "-",
+            str(g.get("applied", 0)),
+            str(g.get("behind", 0)),
+            f"{g.get('lag_s', 0.0):.1f}s",
+            "" if g.get("live") else "not seen lately",
+        ]
+        for g in document.get("gateways") or []
+    ]
+    _table(out, ["GATEWAY", "ZONE", "APPLIED", "BEHIND", "LAG", ""], rows)
+
+    rows = []
+    for policy in document.get("policies") or []:
+        name = "/".join(p for p in (policy.get("namespace"), policy.get("name")) if p)
+        accepted = "yes" if policy.get("accepted") else "no"
+        if policy.get("held_generation"):
+            accepted += f" (serving generation {policy['held_generation']})"
+        problems = policy.get("problems") or []
+        rows.append(
+            [f"{policy.get('kind')} {name}", accepted, _short(problems[0]) if problems else ""]
+        )
+        rows.extend(["", "", _short(problem)] for problem in problems[1:])
+    _table(out, ["POLICY", "ACCEPTED", "PROBLEMS"], rows)
+
+
+def _short(problem: str) -> str:
+    """A problem without its `k8s:Kind/ns/name:line:col: ` prefix (the row names the object)."""
+    head, sep, rest = problem.partition(": ")
+    return rest if sep and head.startswith("k8s:") else problem
+
+
+def _table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    if not rows:
+        out.write(f"{header[0]}: none\n\n")
+        return
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header) - 1)]
+    for row in (header, *rows):
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)]
+        out.write(("  ".join([*cells, str(row[-1])])).rstrip() + "\n")
+    out.write("\n")
