@@ -228,3 +228,55 @@ async def test_controller_and_gateway_processes_with_static_stability(
     finally:
         for process in (*gateways, controller):
             await process.close()
+
+
+async def test_run_with_two_workers_shares_the_port_and_reloads_both(
+    tmp_path: Path, upstreams: tuple[RawUpstream, RawUpstream, list[SeenRequest]]
+) -> None:
+    east, west, _ = upstreams
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(policy_text(east=east.address, west=west.address, edit=1, weights=(1, 0)))
+    run = FleetgateProcess(
+        ["run", "-c", str(tmp_path), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+         "--workers", "2", "--poll-interval", "3600"],
+        tmp_path / "run.log",
+    )  # fmt: skip
+    try:
+        await run.start()
+        gw = f"http://{run.listen}"
+        # A new connection per request: SO_REUSEPORT spreads connections over the workers.
+        fresh = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=fresh) as client:
+            answers = [await get(client, f"{gw}/") for _ in range(40)]
+            assert set(answers) == {(200, "east", "1")}
+            async with client.get(f"http://{run.admin}/metrics") as resp:
+                text = await resp.text()
+            shares = {
+                s.labels["worker"]: s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.name == "fleetgate_requests_total"
+            }
+            assert sorted(shares) == ["0", "1"]
+            assert sum(shares.values()) == 40
+            assert min(shares.values()) > 0  # both workers served a share
+
+            write_atomically(
+                fleet, policy_text(east=east.address, west=west.address, edit=2, weights=(0, 1))
+            )
+            run.send(signal.SIGHUP)
+
+            async def both_reloaded() -> bool:
+                seen = {await get(client, f"{gw}/") for _ in range(20)}
+                return seen == {(200, "west", "2")}
+
+            await eventually(both_reloaded, timeout_s=15)
+            async with client.get(f"http://{run.admin}/status") as resp:
+                status = await resp.json()
+            versions = {w["table"]["version"] for w in status["workers"]}
+            assert versions == {status["policy"]["published_version"]}
+            assert status["policy"]["rollout"].startswith("2/2 gateways on v")
+        run.send(signal.SIGTERM)
+        assert await run.wait() == 0
+    finally:
+        await run.close()
