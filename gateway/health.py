@@ -169,8 +169,13 @@ class HealthMonitor:
     async def _probe_loop(self, endpoint: Endpoint, check: HealthCheck) -> None:
         key = endpoint.id
         while True:
-            status = await probe(endpoint, check)
-            self._observe(key, check, health.classify(check, status))
+            try:
+                status = await probe(endpoint, check)
+                self._observe(key, check, health.classify(check, status))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # task top level: a bug must not stop the other probe loops
+                log.exception("health probe failed endpoint=%s", key)
             await asyncio.sleep(health.probe_delay_s(check, random.random()))
 
     def _observe(self, key: str, check: HealthCheck, result: health.ProbeResult) -> None:

@@ -335,6 +335,32 @@ _TOTALS = (
         "upstream_stale_retries",
     ),
     ("fleetgate_upgrades", "Upgraded connections (WebSocket) spliced.", "upgrades"),
+    ("fleetgate_retries", "Upstream attempts after the first (retry policies).", "retries"),
+    (
+        "fleetgate_retries_exhausted",
+        "Retriable failures not retried: over the retry budget or the replay body limit.",
+        "retries_exhausted",
+    ),
+    (
+        "fleetgate_outlier_ejections",
+        "Endpoints ejected by consecutive gateway errors.",
+        "outlier_ejections",
+    ),
+    (
+        "fleetgate_health_transitions",
+        "Active health checks moving an endpoint in or out of rotation.",
+        "health_transitions",
+    ),
+    (
+        "fleetgate_quota_rejections",
+        "Requests refused with 429 by a tenant rate or concurrency quota.",
+        "quota_rejections",
+    ),
+    (
+        "fleetgate_circuit_open",
+        "Requests refused with 503 by a backend's circuit breaker.",
+        "circuit_open",
+    ),
 )
 _UPSTREAM_ERRORS = (
     ("connect_failed", "upstream_connect_failed"),

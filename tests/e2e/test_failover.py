@@ -142,6 +142,7 @@ async def test_killing_a_whole_cluster_under_load_fails_no_request(tmp_path: Pat
         tmp_path / "run.log",
     )  # fmt: skip
     load = Load("")
+    metrics: dict[str, float] = {}
     try:
         await run.start()
         load = Load(f"http://{run.listen}/")
@@ -153,12 +154,18 @@ async def test_killing_a_whole_cluster_under_load_fails_no_request(tmp_path: Pat
                     await backend.stop()  # the whole first tier goes away mid-traffic
                 moved_at = len(load.answers)
                 await eventually(lambda: load.last("west"), timeout_s=10)
+
+                async def checks_noticed() -> bool:  # both east pods out by active checks
+                    return (await scrape(run.admin))["fleetgate_health_transitions_total"] >= 2
+
+                await eventually(checks_noticed, timeout_s=10)
                 for backend in east:
                     await backend.start()  # same addresses: the pods come back
                 await eventually(lambda: load.last("east"), timeout_s=RETURN_S)
             finally:
                 load.stop.set()
             await generator
+            metrics = await scrape(run.admin)
     finally:
         await run.close()
         for backend in (*east, *west):
@@ -166,3 +173,17 @@ async def test_killing_a_whole_cluster_under_load_fails_no_request(tmp_path: Pat
     assert load.failures == [], run.text()[-2000:]
     assert "west" in load.answers[moved_at:]
     assert load.sent >= 3 * WINDOW
+    assert metrics["fleetgate_health_transitions_total"] >= 4  # east pods out and back in
+    assert metrics["fleetgate_retries_total"] >= 1  # the requests in flight when east died
+
+
+async def scrape(admin: str) -> dict[str, float]:
+    """The unlabelled samples of the admin port's /metrics page."""
+    async with aiohttp.ClientSession() as scraper, scraper.get(f"http://{admin}/metrics") as resp:
+        text = await resp.text()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, _, value = line.partition(" ")
+            out[name] = float(value)
+    return out
