@@ -1,6 +1,7 @@
 """The gateway process's data plane: listeners, the shared context, the tick, drain and close.
 
-I/O: listening sockets (loop.create_server) and, through the pools, upstream connections.
+I/O: listening sockets (loop.create_server, TLS from gateway.tls) and, through the pools,
+upstream connections.
 `Gateway` is what the composition root (fleetgate run, a test) holds: `start()`, `swap(table)`
 (also `apply`, the `gateway.sink.TableSink` capability), `drain()`, `close()`. Seams for the
 next layers are constructor arguments: an `EndpointPicker` or a `HealthView` (health checks,
@@ -24,6 +25,7 @@ from gateway.mirroring import Mirrors
 from gateway.routing import AllHealthy, BalancingPicker, EndpointPicker, HealthView, Router
 from gateway.settings import GatewaySettings
 from gateway.table import TableHolder
+from gateway.tls import ServerTLS
 from gateway.upstreams import Pools
 from policies.limits import Thresholds
 from policies.model import RateLimit
@@ -52,6 +54,7 @@ class Gateway:
         self._connects: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.Server] = []
         self._listeners: list[BoundListener] = []
+        self._tls: list[ServerTLS] = []  # one per TLS listener; files polled on the sweep
         self._timer: asyncio.TimerHandle | None = None
         self._next_sweep = 0.0
         self.draining = False  # drain() has begun: readiness fails (listeners may stay a while)
@@ -67,6 +70,7 @@ class Gateway:
         router = Router(self.holder, picker or balancer)  # type: ignore[arg-type]
         self.ctx = ProxyContext(settings, router, self.counters, now=0.0, observer=observer)
         self.ctx.pools = self.pools = Pools(self.ctx, self._spawn)
+        self.pools.follow(table)
         self.ctx.mirrors = Mirrors(self.ctx)
         self.ctx.limits = Limits(
             self.counters, thresholds=breaker or Thresholds(), namespace_quotas=namespace_quotas
@@ -97,14 +101,21 @@ class Gateway:
         if self.health is not None:
             await self.health.start()
         for configured in self.settings.listeners:
-            bound = BoundListener(configured.host, configured.port, configured.scheme)
+            tls = ServerTLS(configured.certificates) if configured.certificates else None
+            scheme = "https" if tls is not None else configured.scheme
+            bound = BoundListener(configured.host, configured.port, scheme)
             server = await loop.create_server(
                 lambda bound=bound: DownstreamProtocol(self.ctx, bound),
                 configured.host,
                 configured.port,
                 reuse_port=self.settings.reuse_port or None,
                 backlog=self.settings.backlog,
+                ssl=None if tls is None else tls.context,
+                # a peer that never finishes its handshake is a slow head too
+                ssl_handshake_timeout=None if tls is None else self.settings.header_timeout_s,
             )
+            if tls is not None:
+                self._tls.append(tls)
             bound.port = server.sockets[0].getsockname()[1]
             self._servers.append(server)
             self._listeners.append(bound)
@@ -117,6 +128,7 @@ class Gateway:
         if self.health is not None:
             self.health.sync(table)  # new endpoints probed now; staying ones keep their state
         self.ctx.router.picker.forget()
+        self.pools.follow(table)
         return previous
 
     def apply(self, table: RoutingTable) -> None:
@@ -198,3 +210,5 @@ class Gateway:
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_EVERY_S
             self.pools.sweep(now)
+            for tls in self._tls:
+                tls.refresh()  # certificate files changed on disk: new handshakes get them

@@ -10,10 +10,21 @@ import dataclasses
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class CertificateFiles:
+    """A PEM certificate chain and its private key, served to the names the certificate holds."""
+
+    cert_file: str
+    key_file: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Listener:
     host: str = "127.0.0.1"
     port: int = 8080  # 0 = ephemeral (tests); see Gateway.addresses
     scheme: str = "http"  # what X-Forwarded-Proto and redirects say ("https" with TLS)
+    # TLS termination (gateway.tls) when not empty: the certificate is chosen by SNI, the first
+    # is the default (no SNI, unknown name); files are reloaded when they change.
+    certificates: tuple[CertificateFiles, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

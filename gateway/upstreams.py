@@ -1,6 +1,7 @@
 """Upstream side of the proxy: one `asyncio.Protocol` per connection, LIFO pools per endpoint.
 
-I/O: TCP connections to endpoints (loop.create_connection). An `UpstreamConnection` parses
+I/O: TCP connections to endpoints (loop.create_connection), TLS for member clusters that
+configure it (contexts from gateway.tls). An `UpstreamConnection` parses
 responses with httptools and translates them for the client as they arrive: hop-by-hop headers
 out, bodies re-framed (Content-Length passed through; chunked or read-until-close bodies
 re-chunked for HTTP/1.1 clients), interim 1xx relayed, a 101 turned into a raw byte splice.
@@ -24,10 +25,11 @@ from typing import Any, Protocol, cast
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from gateway import headers as h
+from gateway import tls
 from gateway.context import ProxyContext
 from gateway.errors import UpstreamConnectError
 from policies.model import HeaderModifier
-from policies.table import Endpoint
+from policies.table import Endpoint, RoutingTable
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +334,7 @@ class UpstreamConnection(asyncio.Protocol):
 class EndpointPool:
     """Idle connections to one endpoint address, most recently used last."""
 
-    __slots__ = ("active", "address", "cluster", "ctx", "host", "idle", "port")
+    __slots__ = ("active", "address", "cluster", "ctx", "host", "idle", "port", "retired")
 
     def __init__(self, ctx: ProxyContext, endpoint: Endpoint) -> None:
         self.ctx = ctx
@@ -342,6 +344,7 @@ class EndpointPool:
         self.address = endpoint.address
         self.idle: list[UpstreamConnection] = []
         self.active = 0  # requests in flight to this endpoint (least-request balancing)
+        self.retired = False  # its cluster's upstream TLS changed: connections are not reused
 
     def take(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -360,7 +363,7 @@ class EndpointPool:
         if conn.read_paused:
             conn.read_paused = False
             conn.transport.resume_reading()  # an idle connection must notice the upstream's FIN
-        if len(self.idle) >= self.ctx.settings.max_idle_per_endpoint:
+        if self.retired or len(self.idle) >= self.ctx.settings.max_idle_per_endpoint:
             conn.transport.close()
             return
         conn.idle_since = self.ctx.now
@@ -385,12 +388,28 @@ class EndpointPool:
 class Pools:
     """Every endpoint pool of one gateway, keyed by address."""
 
-    __slots__ = ("_pools", "_spawn", "ctx")
+    __slots__ = ("_pools", "_spawn", "ctx", "tls")
 
     def __init__(self, ctx: ProxyContext, spawn: Spawn) -> None:
         self.ctx = ctx
         self._spawn = spawn
         self._pools: dict[tuple[str, int], EndpointPool] = {}
+        self.tls = tls.UpstreamContexts()
+
+    def follow(self, table: RoutingTable) -> None:
+        """Take the upstream TLS settings of a new live table. Pools of clusters whose settings
+        changed are retired: their connections (plain or TLS under the old settings) close
+        instead of being reused, and new ones open under the new settings."""
+        changed = self.tls.follow(table)
+        if not changed:
+            return
+        for key, pool in list(self._pools.items()):
+            if pool.cluster in changed:
+                pool.retired = True
+                for conn in pool.idle:
+                    conn.transport.close()
+                pool.idle.clear()
+                del self._pools[key]
 
     def pool_for(self, endpoint: Endpoint) -> EndpointPool:
         key = (endpoint.host, endpoint.port)
@@ -428,9 +447,19 @@ class Pools:
         counters = self.ctx.counters
         try:
             async with asyncio.timeout(connect_s if connect_s > 0 else None):
-                _, conn = await loop.create_connection(
-                    lambda: UpstreamConnection(pool), pool.host, pool.port
-                )
+                secure = self.tls.for_cluster(pool.cluster, pool.host)
+                if secure is None:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(pool), pool.host, pool.port
+                    )
+                else:  # the handshake (and verification) is part of connecting
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(pool),
+                        pool.host,
+                        pool.port,
+                        ssl=secure[0],
+                        server_hostname=secure[1],
+                    )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # task top level: every failure becomes the requester's reply
