@@ -95,7 +95,7 @@ def test_settings_must_let_the_leader_step_down_before_a_takeover() -> None:
 
 async def test_two_electors_one_leader(start_simulator: StartSimulator, connect: Connect) -> None:
     hub = await start_simulator("hub")
-    hub.latency_s = 0.02  # both first reads are in flight together: both try to create
+    hub.latency_s = 0.05  # both first reads are in flight together: both try to create
     tally = Tally()
     one, two = tally.elector(await connect(hub)), tally.elector(await connect(hub), identity="two")
     async with running(one.run(), two.run()):
