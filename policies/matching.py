@@ -102,6 +102,7 @@ class Reject:
 Decision = Forward | Redirect | Reject
 
 NO_ROUTE = Reject(404, "no_route")
+DECISION_MEMO_SIZE = 4096  # decisions a table remembers (see `decide`); emptied when full
 
 
 def decide(table: RoutingTable, head: RequestHead, *, roll: float) -> Decision:
@@ -114,7 +115,19 @@ def decide(table: RoutingTable, head: RequestHead, *, roll: float) -> Decision:
     rule = first_match(entry, head)
     if rule is None:
         return NO_ROUTE
-    return act(rule, head, roll=roll)
+    if len(rule.backends) != 1 or rule.redirect is not None:
+        return act(rule, head, roll=roll)
+    # One backend and no redirect: the decision is a function of the rule and the path alone
+    # (no roll is drawn), so the table keeps it. Building a Forward costs more than the probe.
+    memo = table.decisions
+    key = (id(rule), head.path)  # the table holds the rule, so its id stays unique
+    decision = memo.get(key)
+    if decision is None:
+        decision = act(rule, head, roll=roll)
+        if len(memo) >= DECISION_MEMO_SIZE:
+            memo.clear()
+        memo[key] = decision
+    return decision
 
 
 def first_match(entry: HostRoutes, head: RequestHead) -> CompiledRule | None:

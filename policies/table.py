@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from policies import precedence
 from policies.model import (
@@ -41,6 +42,9 @@ from policies.model import (
     URLRewrite,
     ValueKind,
 )
+
+if TYPE_CHECKING:
+    from policies.matching import Decision  # matching imports this module for its types
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -313,9 +317,15 @@ class RoutingTable:
     wildcard_index: Mapping[str, HostRoutes] = dataclasses.field(
         init=False, repr=False, compare=False
     )
+    # `policies.matching.decide`'s memo of decisions that depend on the rule and the path alone
+    # (keyed by (id(rule), path)). A cache, not state: the table's meaning never changes.
+    decisions: dict[tuple[int, str], Decision] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "wildcard_index", dict(self.wildcards))
+        object.__setattr__(self, "decisions", {})
 
     def lookup(self, host: str) -> HostRoutes | None:
         """The index entry serving `host` (lower-cased, port stripped), or None."""
