@@ -36,6 +36,11 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.workers <= 1:
         return process.run(replica.run_replica(settings))
+    if args.tls_listen is not None:
+        print(
+            "fleetgate gateway: --tls-listen with --workers N is not supported yet", file=sys.stderr
+        )
+        return 2
     pool = workers.WorkerPool(
         workers.WorkerSettings(
             count=args.workers,

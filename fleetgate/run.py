@@ -36,7 +36,7 @@ from controller.filesource import FileSource, FileSourceSettings, FileSourceStat
 from controller.publishing import Publisher, PublishSettings
 from controller.reconcile import Reconciler, ReconcileSettings
 from fleetgate import process
-from gateway import workers
+from gateway import replica, workers
 from gateway.admin import split_address
 from gateway.metrics import ReloadStats
 from gateway.replica import Feeder, GatewayProcess, ProcessSettings, handle_signals
@@ -80,6 +80,7 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, listen: str) -> No
     parser.add_argument(
         "--debounce", type=float, default=0.2, metavar="S", help="quiet time before a reload"
     )
+    replica.add_tls_arguments(parser)
     parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="S")
     parser.add_argument(
         "--drain-delay",
@@ -105,14 +106,20 @@ class RunSettings:
     drain_timeout_s: float = 10.0
     drain_delay_s: float = 0.0
     admin_token: str | None = None
+    tls_listener: Listener | None = None  # HTTPS listener next to `listen` (--tls-listen)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, directory: Path) -> RunSettings:
         if args.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        listen = split_address(args.listen)
+        listeners = replica.listeners_from(args, listen)
+        if len(listeners) > 1 and args.workers > 1:
+            raise ValueError("--tls-listen with --workers N is not supported yet")
         return cls(
             directory=directory,
-            listen=split_address(args.listen),
+            listen=listen,
+            tls_listener=listeners[1] if len(listeners) > 1 else None,
             admin=None if args.admin == "none" else args.admin,
             workers=args.workers,
             access_log=args.access_log,
@@ -250,7 +257,9 @@ class Embedded:
         self.process = GatewayProcess(
             ProcessSettings(
                 gateway=GatewaySettings(
-                    listeners=(Listener(host, port),), drain_delay_s=settings.drain_delay_s
+                    listeners=(Listener(host, port),)
+                    + (() if settings.tls_listener is None else (settings.tls_listener,)),
+                    drain_delay_s=settings.drain_delay_s,
                 ),
                 admin=settings.admin,
                 access_log=settings.access_log,
@@ -282,7 +291,7 @@ class Embedded:
         await self.process.listening.wait()
         admin = self.process.admin_address
         print(
-            f"fleetgate run: listening on http://{self.listen}"
+            f"fleetgate run: listening on {replica.listening_on(self.process)}"
             + (f", admin http://{admin}" if admin else "")
             + f" (policies: {self.pipeline.source.settings.directory},"
             f" table v{self.process.gateway.table.version})",

@@ -31,7 +31,7 @@ from gateway.admin import LocalView, StatusPart, bound_address, split_address, s
 from gateway.counters import Counters
 from gateway.metrics import Recorder, ReloadStats
 from gateway.server import Gateway
-from gateway.settings import GatewaySettings, Listener
+from gateway.settings import CertificateFiles, GatewaySettings, Listener
 from gateway.subscriber import Subscriber, SubscriberSettings
 from policies.table import RoutingTable
 
@@ -182,12 +182,20 @@ async def watch_parent(parent_pid: int, stop: asyncio.Event, interval_s: float =
 # A replica: tables from the controller's snapshot API
 
 
+def listening_on(process: GatewayProcess) -> str:
+    """ "http://host:port" of each bound listener ("https://" for TLS ones), for banners."""
+    pairs = zip(process.settings.gateway.listeners, process.gateway.addresses, strict=True)
+    return ", ".join(
+        f"{'https' if listener.certificates else listener.scheme}://{host}:{port}"
+        for listener, (host, port) in pairs
+    )
+
+
 async def _banner(process: GatewayProcess, subscriber: SubscriberSettings) -> None:
     await process.listening.wait()
-    host, port = process.gateway.addresses[0]
     admin = process.admin_address
     print(
-        f"fleetgate gateway: listening on http://{host}:{port}"
+        f"fleetgate gateway: listening on {listening_on(process)}"
         + (f", admin http://{admin}" if admin and ":" in admin else "")
         + f" (controller {subscriber.controller_url}, table v{process.gateway.table.version})",
         file=sys.stderr,
@@ -226,8 +234,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--access-log", action="store_true", help="JSON access lines to stdout")
     parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT")
+    add_tls_arguments(parser)
     parser.add_argument("--worker", default="0", help=argparse.SUPPRESS)
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """TLS termination: an HTTPS listener next to the plain one (`fleetgate run`, `gateway`)."""
+    parser.add_argument(
+        "--tls-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="HTTPS listener (in addition to --listen); needs --tls-cert/--tls-key",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="PEM certificate chain; repeat with --tls-key for more, chosen by SNI from the "
+        "names each certificate holds; the first is the default. Reloaded when changed.",
+    )
+    parser.add_argument(
+        "--tls-key", action="append", default=[], metavar="FILE", help="its private key (PEM)"
+    )
+
+
+def listeners_from(args: argparse.Namespace, listen: tuple[str, int]) -> tuple[Listener, ...]:
+    """The plain listener, plus the HTTPS one when asked. Raises ValueError for unpaired
+    certificates or a TLS listener without any."""
+    certs, keys = args.tls_cert, args.tls_key
+    if len(certs) != len(keys):
+        raise ValueError(f"{len(certs)} --tls-cert but {len(keys)} --tls-key: give them in pairs")
+    plain = Listener(*listen)
+    if args.tls_listen is None:
+        if certs:
+            raise ValueError("--tls-cert/--tls-key need --tls-listen HOST:PORT")
+        return (plain,)
+    if not certs:
+        raise ValueError("--tls-listen needs at least one --tls-cert/--tls-key pair")
+    pairs = tuple(CertificateFiles(c, k) for c, k in zip(certs, keys, strict=True))
+    host, port = split_address(args.tls_listen)
+    return plain, Listener(host, port, scheme="https", certificates=pairs)
 
 
 def settings_from(args: argparse.Namespace) -> ReplicaSettings:
@@ -236,7 +284,9 @@ def settings_from(args: argparse.Namespace) -> ReplicaSettings:
     cache = args.cache_dir / f"snapshot-{args.worker}.json" if args.cache_dir else None
     return ReplicaSettings(
         process=ProcessSettings(
-            gateway=GatewaySettings(listeners=(Listener(host, port),), reuse_port=args.reuse_port),
+            gateway=GatewaySettings(
+                listeners=listeners_from(args, (host, port)), reuse_port=args.reuse_port
+            ),
             admin=None if args.admin == "none" else args.admin,
             worker=args.worker,
             access_log=args.access_log,
