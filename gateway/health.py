@@ -1,6 +1,7 @@
 """Endpoint health as the gateway sees it: active HTTP probes plus passive outlier ejection.
 
-I/O: one TCP connection per probe (an HTTP/1.1 GET with `Connection: close`), from probe loops
+I/O: one TCP connection per probe (an HTTP/1.1 GET with `Connection: close`; over TLS for a
+member cluster with upstream TLS, as traffic is), from probe loops
 that run in a TaskGroup this monitor owns. The decisions are `policies.health` (rise/fall) and
 `policies.outliers` (consecutive errors, caps, decay); this module only feeds them.
 
@@ -26,6 +27,7 @@ import logging
 import random
 from collections.abc import Iterator
 
+from gateway import tls
 from gateway.counters import Counters
 from policies import health, outliers
 from policies.model import HealthCheck, OutlierDetection
@@ -51,6 +53,7 @@ class HealthMonitor:
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._table: RoutingTable | None = None
+        self._tls = tls.UpstreamContexts()  # probes speak TLS where traffic does
 
     # -- HealthView ----------------------------------------------------------------------------
 
@@ -91,6 +94,7 @@ class HealthMonitor:
     def sync(self, table: RoutingTable) -> None:
         """Follow the live table's endpoints (call after every swap; cheap when nothing moved)."""
         self._table = table
+        self._tls.follow(table)
         wanted: dict[str, tuple[Endpoint, HealthCheck]] = {}
         groups: dict[str, tuple[str, ...]] = {}
         for endpoint, check, members in _targets(table):
@@ -170,7 +174,7 @@ class HealthMonitor:
         key = endpoint.id
         while True:
             try:
-                status = await probe(endpoint, check)
+                status = await probe(endpoint, check, self._tls)
                 self._observe(key, check, health.classify(check, status))
             except asyncio.CancelledError:
                 raise
@@ -210,8 +214,12 @@ def _targets(
                     yield endpoint, target.health_check, members
 
 
-async def probe(endpoint: Endpoint, check: HealthCheck) -> int | None:
-    """One probe: the status code of `GET check.path`, or None without an answer in time."""
+async def probe(
+    endpoint: Endpoint, check: HealthCheck, contexts: tls.UpstreamContexts | None = None
+) -> int | None:
+    """One probe: the status code of `GET check.path`, or None without an answer in time.
+    Over TLS when `contexts` has upstream TLS for the endpoint's cluster (unreadable TLS files
+    fail the probe, as they fail traffic)."""
     host = check.hostname or endpoint.cluster
     request = (
         f"GET {check.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fleetgate-health\r\n"
@@ -220,10 +228,18 @@ async def probe(endpoint: Endpoint, check: HealthCheck) -> int | None:
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(check.timeout_s):
-            reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+            secure = (
+                None if contexts is None else contexts.for_cluster(endpoint.cluster, endpoint.host)
+            )
+            if secure is None:
+                reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+            else:
+                reader, writer = await asyncio.open_connection(
+                    endpoint.host, endpoint.port, ssl=secure[0], server_hostname=secure[1]
+                )
             writer.write(request)
             line = await reader.readuntil(b"\n")
-    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+    except (*tls.LOAD_ERRORS, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
         return None
     finally:
         if writer is not None:

@@ -14,9 +14,10 @@ import pytest
 import trustme
 from aiohttp import web
 
+from gateway import health
 from gateway.settings import CertificateFiles, Listener
-from gateway.tls import ServerTLS
-from policies.model import UpstreamTLS
+from gateway.tls import ServerTLS, UpstreamContexts
+from policies.model import HealthCheck, UpstreamTLS
 from policies.table import RoutingTable
 from tests.conftest import eventually
 from tests.fakes.upstream import upstream_app
@@ -287,3 +288,19 @@ async def test_a_reload_that_turns_on_upstream_tls_stops_reusing_plain_connectio
     response = await _get(gw.addresses[0])
     assert response.header("x-upstream") == b"east-tls"
     assert gw.counters.upstream_connects == 2
+
+
+async def test_health_probes_speak_tls_to_a_tls_member(
+    tls_upstream: ServeTLS, ca: trustme.CA, tmp_path: Path
+) -> None:
+    upstream = await tls_upstream("east", EAST, ("east.shop.internal",))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    table = _secure(upstream, UpstreamTLS(ca_file=str(ca_file), server_name="east.shop.internal"))
+    (target,) = next(iter(table.backends.values())).targets
+    (endpoint,) = target.endpoints
+    check = HealthCheck(path="/healthz", timeout_s=5.0)
+    contexts = UpstreamContexts()
+    contexts.follow(table)
+    assert await health.probe(endpoint, check, contexts) == 200
+    assert await health.probe(endpoint, check) is None  # plain HTTP to a TLS port: no answer
