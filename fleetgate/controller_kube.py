@@ -4,6 +4,9 @@ clusters through their kubeconfigs, leader election on a Lease. Arguments and wi
 
 Without `--hub-kubeconfig` the controller uses the cluster it runs in (its ServiceAccount), as
 the Deployment in `deploy/` does. `--id` defaults to `$POD_NAME`, then the host name.
+
+The controller modules are imported when Kubernetes mode starts, not with this module: loading
+kubernetes_asyncio takes most of a second, which every other `fleetgate` command would pay.
 """
 
 from __future__ import annotations
@@ -13,20 +16,14 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from controller import errors
-from controller.health import HealthSettings
-from controller.hubsource import HubSettings
-from controller.kubemode import KubeController, KubeModeSettings, connect_hub
-from controller.members import MemberSettings
-from controller.publishing import PublishSettings
-from controller.reconcile import ReconcileSettings
-from controller.watching import WatchSettings
 from gateway.replica import handle_signals
 
-CONTROLLER = web.AppKey("kube_controller", KubeController)
+if TYPE_CHECKING:
+    from controller.kubemode import KubeModeSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> KubeModeSettings:
+    from controller.health import HealthSettings
+    from controller.hubsource import HubSettings
+    from controller.kubemode import KubeModeSettings
+    from controller.members import MemberSettings
+    from controller.publishing import PublishSettings
+    from controller.reconcile import ReconcileSettings
+    from controller.watching import WatchSettings
+
     watch = WatchSettings(watch_timeout_s=args.watch_timeout)
     return KubeModeSettings(
         identity=args.id or os.environ.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}",
@@ -97,6 +102,9 @@ def settings_from(args: argparse.Namespace) -> KubeModeSettings:
 
 async def serve(settings: KubeModeSettings, host: str, port: int) -> int:
     """Serve until SIGTERM/SIGINT; the exit status."""
+    from controller import errors
+    from controller.kubemode import KubeController, connect_hub
+
     try:
         hub = await connect_hub(settings)
     except errors.ConfigError as exc:
@@ -107,10 +115,15 @@ async def serve(settings: KubeModeSettings, host: str, port: int) -> int:
     try:
         controller = KubeController(settings, hub)
         app = web.Application()
-        app[CONTROLLER] = controller
         controller.add_routes(app)
+
+        async def readyz(request: web.Request) -> web.Response:
+            if controller.ready:
+                return web.Response(text="ok\n")
+            return web.Response(status=503, text="no snapshot published yet\n")
+
         app.router.add_get("/healthz", _healthz)
-        app.router.add_get("/readyz", _readyz)
+        app.router.add_get("/readyz", readyz)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -135,9 +148,3 @@ async def serve(settings: KubeModeSettings, host: str, port: int) -> int:
 
 async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
-
-
-async def _readyz(request: web.Request) -> web.Response:
-    if request.app[CONTROLLER].ready:
-        return web.Response(text="ok\n")
-    return web.Response(status=503, text="no snapshot published yet\n")
