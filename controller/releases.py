@@ -146,8 +146,9 @@ class ReleaseRunner:
         self._wake.set()
 
     async def run(self) -> None:
-        """Load the saved state, then tick until cancelled."""
-        await self._load()
+        """Load the saved state (unless `prime` did), then tick until cancelled."""
+        if not self._ready.is_set():
+            await self._load()
         await self._observations.start()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -155,6 +156,21 @@ class ReleaseRunner:
                 tg.create_task(self.notifier.run(), name="releases.notify")
         finally:
             await self._observations.close()
+
+    async def prime(self) -> None:
+        """Load the saved state and hand reconcile the effective policies once, before `run`.
+
+        For compositions that must publish their first table before serving (`fleetgate run`,
+        `fleetgate controller -c`): that table then already carries the saved overlays, so a
+        restart never serves the operator's files without the live weights, even briefly.
+        Raises `StateFileError` on a damaged state file.
+        """
+        if not self._ready.is_set():
+            await self._load()
+        async with self._lock:
+            if self._files_changed:
+                self._sync_policies()
+            await self._commit()
 
     async def wait_ready(self) -> None:
         """Return once the saved state is loaded (operator actions wait for it too)."""
@@ -386,7 +402,13 @@ class ReleaseRunner:
             if problem is not None and problem != active.problem:
                 log.error("release %s overlay not applied: %s", overlay.release, problem)
             active.problem = problem
-        version = await self._reconcile(effective)
+        try:
+            version = await self._reconcile(effective)
+        # The hook is the reconciler's (compile, encode, publish); whatever it raises, the
+        # releases wait and the next tick hands the same policies over again.
+        except Exception:
+            log.exception("handing the effective policies to reconcile failed")
+            return
         if version is None:
             log.error("the effective policies did not compile; releases wait for the fleet")
             return  # _push_needed stays: the next tick tries again
