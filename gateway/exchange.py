@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserInvalidURLError, parse_url
 
+from gateway import affinity, retrying
 from gateway import headers as h
-from gateway import retrying
 from gateway.errors import REASONS, UpstreamConnectError
 from gateway.routing import HeaderView
 from policies.matching import Decision, Forward, Redirect, RequestHead
@@ -214,7 +214,11 @@ class Exchange:
 
     def _forward(self, fwd: Forward, head: RequestHead, query: bytes) -> None:
         ctx = self.down.ctx
-        endpoint = ctx.router.pick(fwd.backend, fwd.settings, head)
+        key: str | None = None
+        minted: HeaderModifier | None = None
+        if fwd.settings.affinity is not None:
+            fwd, key, minted = affinity.stick(fwd, head)  # sticky backend, cluster, endpoint
+        endpoint = ctx.router.pick(fwd.backend, fwd.settings, head, key)
         if endpoint is None:
             self.reply(503, "no_healthy_backend")
             return
@@ -229,6 +233,8 @@ class Exchange:
         if timeouts.idle_s > 0:
             self.idle_s = timeouts.idle_s
         self.response_modifiers = fwd.response_headers
+        if minted is not None:
+            self.response_modifiers += (minted,)  # the new client's affinity cookie
         if fwd.path != head.path:
             target = fwd.path.encode("latin-1")
             self.target = target + b"?" + query if query else target

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from gateway.headers import pairs
 from gateway.table import TableHolder
-from policies import balancing, matching, retries
+from policies import balancing, hashring, matching, retries
 from policies.matching import Decision, RequestHead
 from policies.model import Algorithm, TrafficSettings
 from policies.table import Backend, Endpoint
@@ -62,9 +62,17 @@ class EndpointPicker(Protocol):
     """Chooses the endpoint for one forwarded request (tiers, weights, health, affinity)."""
 
     def pick(
-        self, backend: Backend, settings: TrafficSettings, head: RequestHead
+        self,
+        backend: Backend,
+        settings: TrafficSettings,
+        head: RequestHead,
+        key: str | None = None,
     ) -> Endpoint | None:
-        """An endpoint of `backend`, or None when nothing can take the request (503)."""
+        """An endpoint of `backend`, or None when nothing can take the request (503).
+
+        `key` is the client's affinity key (`gateway.affinity`): the same key gets the same
+        cluster and endpoint for as long as they stay in rotation.
+        """
 
     def repick(
         self,
@@ -114,7 +122,7 @@ class BalancingPicker:
     lands, so it falls back to least request, as `policies.balancing` documents.
     """
 
-    __slots__ = ("_turns", "_version", "_views", "active", "health")
+    __slots__ = ("_rings", "_turns", "_version", "_views", "active", "health")
 
     def __init__(self, health: HealthView, active: Callable[[Endpoint], int] = _idle) -> None:
         self.health = health
@@ -122,16 +130,23 @@ class BalancingPicker:
         # id(backend) -> (backend, its view, the only endpoint it can pick or None)
         self._views: dict[int, tuple[Backend, balancing.BackendView, Endpoint | None]] = {}
         self._turns: dict[int, int] = {}
+        self._rings: dict[int, tuple[object, hashring.HashRing]] = {}  # id(target) -> ring
         self._version = health.version
 
     def pick(
-        self, backend: Backend, settings: TrafficSettings, head: RequestHead
+        self,
+        backend: Backend,
+        settings: TrafficSettings,
+        head: RequestHead,
+        key: str | None = None,
     ) -> Endpoint | None:
         entry = self._entry(backend)
         only = entry[2]
         if only is not None:
             return only  # one reachable endpoint: no rolls, nothing to compare
         view = entry[1]
+        if key is not None:
+            return self._sticky(view, key)
         roll = random.random
         pick = view.pick(tier_roll=roll(), cluster_roll=roll())
         if pick is None:
@@ -141,9 +156,9 @@ class BalancingPicker:
             return balancing.least_request(
                 pick.candidates, self.active, roll_a=roll(), roll_b=roll()
             )
-        key = id(pick.target)
-        turn = self._turns.get(key, 0)
-        self._turns[key] = turn + 1
+        target = id(pick.target)
+        turn = self._turns.get(target, 0)
+        self._turns[target] = turn + 1
         draw = balancing.Draw(roll(), roll(), counter=turn, active=self.active)
         return balancing.choose_endpoint(algorithm, pick, draw)
 
@@ -175,6 +190,22 @@ class BalancingPicker:
             return None
         return balancing.least_request(pick.candidates, self.active, roll_a=roll(), roll_b=roll())
 
+    def _sticky(self, view: balancing.BackendView, key: str) -> Endpoint | None:
+        """Tier and cluster by the key's fixed roll, endpoint on the cluster's hash ring."""
+        roll = hashring.key_roll(key)
+        pick = view.pick(tier_roll=roll, cluster_roll=roll)
+        if pick is None:
+            return None
+        target = pick.target
+        cached = self._rings.get(id(target))
+        if cached is None or cached[0] is not target:
+            ring = hashring.HashRing.build([endpoint.id for endpoint in target.endpoints])
+            if len(self._rings) >= _MAX_VIEWS:
+                self._rings.clear()
+            cached = self._rings[id(target)] = (target, ring)
+        index = cached[1].lookup(key, pick.usable)
+        return target.endpoints[index] if index is not None else pick.candidates[0]
+
     def _entry(self, backend: Backend) -> tuple[Backend, balancing.BackendView, Endpoint | None]:
         health = self.health
         if health.version != self._version:
@@ -201,6 +232,7 @@ class BalancingPicker:
     def forget(self) -> None:
         self._views.clear()
         self._turns.clear()
+        self._rings.clear()
 
 
 _MAX_VIEWS = 4096  # cached backend views; a table swap or health change also clears them
@@ -219,9 +251,13 @@ class Router:
         return matching.decide(self.holder.current, head, roll=random.random())
 
     def pick(
-        self, backend: Backend, settings: TrafficSettings, head: RequestHead
+        self,
+        backend: Backend,
+        settings: TrafficSettings,
+        head: RequestHead,
+        key: str | None = None,
     ) -> Endpoint | None:
-        return self.picker.pick(backend, settings, head)
+        return self.picker.pick(backend, settings, head, key)
 
     def repick(
         self,
