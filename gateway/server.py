@@ -150,8 +150,11 @@ class Gateway:
         for server in self._servers:
             server.close()
         self._check(asyncio.get_running_loop().time())  # closes idle connections at once
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as the awaited event fires, and drain must stay cancellable.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.ctx.all_closed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self.ctx.all_closed.wait()
         return not self.ctx.downstreams
 
     async def close(self) -> None:
@@ -173,8 +176,9 @@ class Gateway:
             tasks, self._tasks = self._tasks, None
             await tasks.__aexit__(None, None, None)
         for server in self._servers:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), self.settings.tick_s * 10)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.tick_s * 10):
+                    await server.wait_closed()
         self._servers.clear()
         # Transports finish closing on the next loop iterations (connection_lost callbacks).
         await asyncio.sleep(0)
