@@ -436,7 +436,7 @@ class Analysis:
     max_latency_p99_s: float | None = None
     max_success_rate_drop: float | None = None  # canary vs stable, absolute
     prometheus_address: str | None = None
-    prometheus_query: str | None = None  # PromQL; {{canary}} / {{stable}} placeholders
+    prometheus_query: str | None = None  # label matchers added to every query (docs/metrics.md)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
