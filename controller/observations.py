@@ -54,6 +54,7 @@ class ObservationSettings:
     metrics_urls: tuple[str, ...] = ()  # every gateway's admin /metrics URL (built-in analysis)
     timeout_s: float = 3.0  # per scrape or Prometheus query
     max_body_bytes: int = 32 << 20  # a /metrics page larger than this is refused
+    token: str | None = None  # bearer token for the gateways' admin ports (--admin-token)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -213,7 +214,10 @@ class Observations:
     async def _scrape(self, url: str) -> str | None:
         session = self._require_session()
         try:
-            async with session.get(url) as response:
+            headers = (
+                {"Authorization": f"Bearer {self.settings.token}"} if self.settings.token else {}
+            )
+            async with session.get(url, headers=headers) as response:
                 if response.status != 200:
                     log.warning("gateway metrics answered %d url=%s", response.status, url)
                     return None
