@@ -1,7 +1,12 @@
 """`fleetgate controller -c DIR`: the control plane on its own: the policy directory compiled and
 published over the snapshot API (`/v1/snapshot`, `/v1/gateways`) for `fleetgate gateway`
 replicas. Without `-c`, Kubernetes mode (fleetgate.controller_kube). Wiring only. I/O: an aiohttp
-server."""
+server.
+
+File mode runs releases too (fleetgate.release_service): `--api` serves the operator API on a
+listener of its own (operators and gateways are different audiences), `--state` keeps release
+state across restarts, and built-in analysis scrapes the `--gateway-metrics` URLs.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from controller import publishing
-from fleetgate import controller_kube, process
+from fleetgate import controller_kube, process, release_service
+from fleetgate.release_service import ReleaseOptions
 from fleetgate.run import PolicyPipeline
 from gateway.admin import split_address
 from gateway.replica import handle_signals
@@ -37,6 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--token", default=None, help="bearer token gateways must send")
     parser.add_argument("--poll-interval", type=float, default=1.0, metavar="S")
     parser.add_argument("--debounce", type=float, default=0.2, metavar="S")
+    release_service.add_arguments(parser, controller=True)
     controller_kube.add_arguments(parser)
     process.add_log_level(parser)
     parser.set_defaults(handler=main)
@@ -51,18 +58,27 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.config is None:
         return process.run(controller_kube.serve(controller_kube.settings_from(args), host, port))
-    return process.run(serve(args, host, port))
+    try:
+        releases = ReleaseOptions.from_args(args, metrics_token=None)
+    except ValueError as exc:
+        print(f"fleetgate controller: {exc}", file=sys.stderr)
+        return 2
+    return process.run(serve(args, host, port, releases))
 
 
 PIPELINE = web.AppKey("pipeline", PolicyPipeline)
 
 
-async def serve(args: argparse.Namespace, host: str, port: int) -> int:
+async def serve(
+    args: argparse.Namespace, host: str, port: int, releases: ReleaseOptions | None = None
+) -> int:
+    releases = releases or ReleaseOptions()
     pipeline = PolicyPipeline(
         args.config,
         poll_interval_s=args.poll_interval,
         debounce_s=args.debounce,
         publish=publishing.PublishSettings(token=args.token),
+        releases=releases.settings,
     )
     problems = await pipeline.load_first()
     if problems:
@@ -87,7 +103,10 @@ async def serve(args: argparse.Namespace, host: str, port: int) -> int:
             file=sys.stderr,
             flush=True,
         )
-        async with asyncio.TaskGroup() as tg:
+        async with (
+            release_service.operator_api(releases, pipeline.runner, program="fleetgate controller"),
+            asyncio.TaskGroup() as tg,
+        ):
             tasks = [
                 tg.create_task(feed(), name=f"controller.feed.{i}")
                 for i, feed in enumerate(pipeline.feeders())
@@ -95,6 +114,9 @@ async def serve(args: argparse.Namespace, host: str, port: int) -> int:
             await stop.wait()
             for task in tasks:
                 task.cancel()
+    except (OSError, ValueError) as exc:  # an address in use, the API's tokens file
+        print(f"fleetgate controller: {exc}", file=sys.stderr)
+        return 1
     finally:
         await runner.cleanup()
     return 0

@@ -13,6 +13,11 @@ quiet for `--debounce`; SIGHUP loads at once. An invalid edit is logged with the
 in `/status` under `policy.last_error`, and changes nothing served. At start-up an invalid
 directory is an error (exit 1), as with `nginx -t`: there is no last good table to keep.
 
+Releases: a `controller.releases.ReleaseRunner` sits between the file source and reconcile, so
+the tables carry every started release's live weights; `--api`, `--tokens` and `--state` serve
+the operator API and keep release state across restarts (fleetgate.release_service). Built-in
+release analysis reads this process's own admin `/metrics`.
+
 SIGTERM/SIGINT: readiness fails, listeners stay open `--drain-delay` more seconds (so load
 balancers see /readyz fail first), then close; in-flight requests finish (at most
 `--drain-timeout` after that), exit 0.
@@ -26,23 +31,29 @@ import dataclasses
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from controller import publishing
+from controller.errors import ControllerError
 from controller.filesource import FileSource, FileSourceSettings, FileSourceStatus
+from controller.observations import Observations
 from controller.publishing import Publisher, PublishSettings
 from controller.reconcile import Reconciler, ReconcileSettings
-from fleetgate import process
+from controller.releases import ReleaseRunner, ReleaseSettings
+from fleetgate import process, release_service
+from fleetgate.release_service import ReleaseOptions
 from gateway import replica, workers
 from gateway.admin import split_address
 from gateway.metrics import ReloadStats
 from gateway.replica import Feeder, GatewayProcess, ProcessSettings, handle_signals
 from gateway.settings import GatewaySettings, Listener
-from policies.model import Origin, Problem, Severity
+from policies.model import Origin, PolicySet, Problem, Severity
 from policies.table import RoutingTable
+from policies.validation import Refused
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("-c", "--config", required=True, type=Path, metavar="DIR")
     add_serving_arguments(parser, listen="127.0.0.1:8000")
+    release_service.add_arguments(parser, controller=False)
     parser.set_defaults(handler=main)
 
 
@@ -107,6 +119,7 @@ class RunSettings:
     drain_delay_s: float = 0.0
     admin_token: str | None = None
     tls_listener: Listener | None = None  # HTTPS listener next to `listen` (--tls-listen)
+    releases: ReleaseOptions = dataclasses.field(default_factory=ReleaseOptions)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, directory: Path) -> RunSettings:
@@ -128,6 +141,9 @@ class RunSettings:
             drain_timeout_s=args.drain_timeout,
             drain_delay_s=args.drain_delay,
             admin_token=getattr(args, "admin_token", None),
+            releases=ReleaseOptions.from_args(args, metrics_token=args.admin_token)
+            if hasattr(args, "api")
+            else ReleaseOptions(),
         )
 
 
@@ -154,7 +170,11 @@ class _Source(FileSource):
 
 
 class PolicyPipeline:
-    """The embedded controller: policy directory → reconcile → publisher."""
+    """The embedded controller: policy directory → release runner → reconcile → publisher.
+
+    The runner hands reconcile the files with every release's overlay applied and rebuilds at
+    once, so no reconcile loop of its own runs here (nothing else feeds it in file mode).
+    """
 
     def __init__(
         self,
@@ -163,30 +183,61 @@ class PolicyPipeline:
         poll_interval_s: float,
         debounce_s: float,
         publish: PublishSettings | None = None,
+        releases: ReleaseSettings | None = None,
     ) -> None:
+        releases = releases or ReleaseSettings()
         self.publisher = Publisher(publish)
         self.reconciler = Reconciler(
             self.publisher,
             ReconcileSettings(debounce_s=debounce_s, max_delay_s=max(2.0, 4 * debounce_s)),
         )
+        # Built-in analysis scrapes these; `fleetgate run` points it at its own admin port.
+        self.metrics_targets: Callable[[], Sequence[str]] = lambda: (
+            releases.observations.metrics_urls
+        )
+        self._refused: Refused = frozenset()  # the source's refused references, passed on
+        self.runner = ReleaseRunner(
+            releases,
+            self.publisher,
+            self._hand_over,
+            observations=Observations(
+                releases.observations, targets=lambda: self.metrics_targets()
+            ),
+        )
         self.source = _Source(
             FileSourceSettings(directory, poll_interval_s=poll_interval_s, debounce_s=debounce_s),
-            self.reconciler.update_policies,
+            self._deliver,
         )
 
+    def _deliver(self, policies: PolicySet, refused: Refused) -> None:
+        self._refused = refused
+        self.runner.update_policies(policies)
+
+    async def _hand_over(self, policies: PolicySet) -> int | None:
+        """The runner's reconcile hook: compile the effective policies now; the version that
+        serves them, or None when they did not compile (the last good table stays)."""
+        self.reconciler.update_policies(policies, self._refused)
+        await self.reconciler.rebuild()
+        status = self.reconciler.status
+        return status.version if status.last_error is None else None
+
     async def load_first(self) -> tuple[Problem, ...]:
-        """Load and publish the first table; returns the errors when there is none to serve."""
+        """Load and publish the first table (with the saved release overlays); returns the
+        errors when there is none to serve."""
         status = await self.source.load()
         if not status.ok:
             return tuple(p for p in status.problems if p.severity is Severity.ERROR)
-        await self.reconciler.rebuild()
+        try:
+            await self.runner.prime()
+        except ControllerError as exc:  # a damaged release state file
+            return (Problem(_where(self.source), "", str(exc)),)
         if self.publisher.latest is None:
             error = self.reconciler.status.last_error or "the policies did not compile"
             return (Problem(_where(self.source), "", error),)
         return ()
 
     def feeders(self) -> list[Feeder]:
-        return [self.source.run, self.reconciler.run]
+        return [self.source.run, self.runner.run]
 
     def reload_stats(self) -> ReloadStats:
         source, built = self.source.status, self.reconciler.status
@@ -233,6 +284,7 @@ async def serve(settings: RunSettings, *, stop: asyncio.Event | None = None) -> 
         settings.directory,
         poll_interval_s=settings.poll_interval_s,
         debounce_s=settings.debounce_s,
+        releases=settings.releases.settings,
     )
     problems = await pipeline.load_first()
     if problems:
@@ -241,10 +293,17 @@ async def serve(settings: RunSettings, *, stop: asyncio.Event | None = None) -> 
             print(problem, file=sys.stderr)
         return 1
     handle_signals(stop, pipeline.source.request_reload)
-    if settings.workers > 1:
-        return await _serve_workers(settings, pipeline, stop)
-    embedded = Embedded(settings, pipeline)
-    await embedded.serve(stop, banner=True)
+    try:
+        async with release_service.operator_api(
+            settings.releases, pipeline.runner, program="fleetgate run"
+        ):
+            if settings.workers > 1:
+                return await _serve_workers(settings, pipeline, stop)
+            embedded = Embedded(settings, pipeline)
+            await embedded.serve(stop, banner=True)
+    except (OSError, ValueError) as exc:  # an address in use, the API's tokens file
+        print(f"fleetgate run: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -269,6 +328,11 @@ class Embedded:
             parts={"policy": pipeline.status},
             reload=pipeline.reload_stats,
         )
+        pipeline.metrics_targets = self._own_metrics
+
+    def _own_metrics(self) -> list[str]:
+        admin = self.process.admin_address
+        return [f"http://{admin}/metrics"] if admin and not admin.startswith("unix:") else []
 
     @property
     def listen(self) -> str:
@@ -322,6 +386,9 @@ async def _serve_workers(
         )
         view = workers.WorkersView(
             pool, parts={"policy": pipeline.status}, reload=pipeline.reload_stats
+        )
+        pipeline.metrics_targets = lambda: (
+            [f"http://{view.admin_address}/metrics"] if view.admin_address else []
         )
         async with asyncio.TaskGroup() as tg:
             supervising = tg.create_task(
