@@ -1,31 +1,22 @@
 """DNS endpoints: the A/AAAA and SRV names of MemberCluster service ports, resolved and kept fresh.
 Network I/O: DNS over UDP (TCP when an answer is truncated) through dnspython's asyncio resolver.
 
-A service port may name `dns: {hostname, port}` or `dns: {srv}` (policies.model.DnsName). Each
-distinct name is looked up by its own task, so a slow or broken name delays no other:
+A service port may name `dns: {hostname, port}` or `dns: {srv}` (policies.model.DnsName); each
+distinct name has its own task, so a slow or broken name delays no other. docs/controller.md
+("DNS endpoints") has the full contract; in short:
 
-* **Refresh by TTL.** A good answer is looked up again when its TTL runs out (the smallest TTL
-  of the records it took, CNAMEs and SRV targets included), clamped to
-  [`min_ttl_s`, `max_ttl_s`] and shortened at random by up to `jitter` so that names loaded
-  together do not stay in step.
-* **Failures keep the last answer for a while.** A lookup that fails — timeout, SERVFAIL, refused,
-  NXDOMAIN, no records — keeps the previous answer published for `grace_s` after the first
-  failure, and the status says so (stale since, error); after that the name's endpoints leave the
-  inventory. Retries back off exponentially from `retry_base_s` to `retry_max_s`, jittered. A
-  negative answer counts as a failure because a mistaken DNS edit should not drop traffic faster
-  than an outage would.
-* **SRV** (RFC 2782): each target's addresses come from the answer's additional section when the
-  server put them there, else from an A/AAAA lookup of the target. A target without addresses is
-  skipped; if no target has one, the lookup failed. A lone target "." means the service is
-  decidedly not offered: no endpoints, and not a failure. Records of the lowest priority become
-  ready endpoints, the others `ready=False` (gateways use those only in panic, when too little
-  of the ready set is healthy). SRV weights are shown in the status but not used for balancing:
-  endpoints have no weight in the table, every endpoint of a target counts the same.
+* a good answer is looked up again when its TTL runs out, clamped to [`min_ttl_s`, `max_ttl_s`]
+  and shortened at random by up to `jitter`;
+* a failed lookup (timeout, SERVFAIL, NXDOMAIN, no records) keeps the last answer published for
+  `grace_s` from the first failure, and the status says so; then the name's addresses go.
+  Retries back off from `retry_base_s` to `retry_max_s`, jittered;
+* SRV (RFC 2782): targets from the additional section, else looked up; the lowest priority is
+  ready, the others `ready=False` (panic-only backups); weights are shown, not used; a lone
+  target "." is an empty answer, not a failure.
 
-Output: the DNS part of the inventory, `(cluster, ServiceRef) → tuple[Endpoint]` for every
-service port that names DNS: the port's listed `endpoints`, then the addresses DNS gave, so the
-entry can replace the static one for that key (as reconcile's `merge_inventory` does). It goes
-to `on_change` whenever it changes. Wiring it next to the file source: docs/controller.md.
+Output: `(cluster, ServiceRef) → tuple[Endpoint]` for every port naming DNS — its listed
+`endpoints`, then the addresses DNS gave — handed to `on_change` whenever it changes, so that it
+replaces the static entries (as reconcile's `merge_inventory` does with observed ones).
 """
 
 from __future__ import annotations
@@ -71,6 +62,7 @@ class DnsSettings:
     retry_base_s: float = 1.0  # delay before the first retry of a failed lookup; doubles each time
     retry_max_s: float = 30.0  # ceiling of the retry delay
     jitter: float = 0.1  # refresh and retry delays are shortened at random by up to this fraction
+    max_concurrent: int = 32  # lookups in flight at once over all names; the others queue
 
     def __post_init__(self) -> None:
         if self.nameserver is not None:
@@ -81,6 +73,8 @@ class DnsSettings:
             raise ValueError("DNS retry needs 0 < retry_base_s <= retry_max_s")
         if self.timeout_s <= 0 or self.grace_s < 0 or not 0 <= self.jitter < 1:
             raise ValueError("DNS settings need timeout_s > 0, grace_s >= 0, 0 <= jitter < 1")
+        if self.max_concurrent < 1:
+            raise ValueError("DNS settings need max_concurrent >= 1")
 
 
 def parse_nameserver(text: str) -> tuple[str, int]:
@@ -256,6 +250,9 @@ class DnsEndpoints:
         self._resolver: dns.asyncresolver.Resolver | None = None
         self._live: dict[DnsName, tuple[Record, ...]] = {}  # what the inventory holds
         self._timers: dict[DnsName, asyncio.TimerHandle] = {}  # end of a kept answer's grace
+        # Thousands of names loaded at once must not flood the nameserver (or drop answers in a
+        # full socket buffer, which would read as timeouts): lookups take turns.
+        self._turns = asyncio.Semaphore(settings.max_concurrent)
         self._published = Inventory(endpoints={})
 
     @property
@@ -357,7 +354,8 @@ class DnsEndpoints:
         """Look `name` up, publish what changed, wait for the TTL or the retry; until `stop`."""
         while not stop.is_set():
             try:
-                records, ttl_s = await self._lookup(name)
+                async with self._turns:
+                    records, ttl_s = await self._lookup(name)
             except _LookupFailed as exc:
                 if stop.is_set():
                     return
@@ -401,19 +399,27 @@ class DnsEndpoints:
         if not live and state.failing_since is not None:
             log.warning("dns name=%s: grace over, its endpoints leave the table", name)
         self._live[name] = live
-        self._publish()
+        old = self._published.endpoints
+        changed = {(use.cluster, use.ref): use.endpoints(live) for use in self._uses.get(name, ())}
+        if any(old.get(key) != endpoints for key, endpoints in changed.items()):
+            # Only this name's entries are recomputed: thousands of names answering one by one
+            # must not cost a full rebuild each. The copy keeps every handed-over value intact.
+            self._hand_over({**old, **changed})
 
     def _publish(self) -> None:
-        endpoints: dict[tuple[str, ServiceRef], tuple[Endpoint, ...]] = {}
-        for name, uses in self._uses.items():
-            records = self._live.get(name, ())
-            for use in uses:
-                # One `dns` per service port, so no two names share a key.
-                endpoints[(use.cluster, use.ref)] = use.endpoints(records)
-        inventory = Inventory(endpoints=endpoints)
-        if inventory != self._published:
-            self._published = inventory
-            self._on_change(inventory)
+        """Recompute every entry (the names or their ports changed)."""
+        endpoints = {
+            # One `dns` per service port, so no two names share a key.
+            (use.cluster, use.ref): use.endpoints(self._live.get(name, ()))
+            for name, uses in self._uses.items()
+            for use in uses
+        }
+        if endpoints != self._published.endpoints:
+            self._hand_over(endpoints)
+
+    def _hand_over(self, endpoints: dict[tuple[str, ServiceRef], tuple[Endpoint, ...]]) -> None:
+        self._published = Inventory(endpoints=endpoints)
+        self._on_change(self._published)
 
     # -- lookups ----------------------------------------------------------------------------------
 

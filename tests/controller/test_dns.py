@@ -460,6 +460,7 @@ def test_a_bad_nameserver_setting_is_refused(text: str) -> None:
         pytest.param({"retry_base_s": 0.0}, id="no-retry-delay"),
         pytest.param({"jitter": 1.0}, id="jitter-whole-delay"),
         pytest.param({"timeout_s": 0.0}, id="no-timeout"),
+        pytest.param({"max_concurrent": 0}, id="no-lookups-at-all"),
     ],
 )
 def test_inconsistent_settings_are_refused(changes: dict[str, float]) -> None:

@@ -47,6 +47,7 @@ class FakeDnsServer:
         self.truncate_udp = False
         self.srv_additional = True
         self._records: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], dns.rrset.RRset] = {}
+        self._names: set[dns.name.Name] = set()  # owners of any record: others get NXDOMAIN
         self._failures: dict[dns.name.Name | None, Failure] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
@@ -75,6 +76,7 @@ class FakeDnsServer:
         absolute = _absolute(name)
         for key in [k for k in self._records if k[0] == absolute]:
             del self._records[key]
+        self._names.discard(absolute)
 
     def _set(
         self, name: str, rdtype: dns.rdatatype.RdataType, texts: Iterable[str], ttl: int
@@ -83,9 +85,11 @@ class FakeDnsServer:
         texts = list(texts)
         if not texts:
             self._records.pop((owner, rdtype), None)
+            self._names = {name for name, _ in self._records}
             return
         rrset = dns.rrset.from_text_list(owner, ttl, dns.rdataclass.IN, rdtype, texts)
         self._records[(owner, rdtype)] = rrset
+        self._names.add(owner)
 
     # -- failures ---------------------------------------------------------------------------------
 
@@ -159,9 +163,7 @@ class FakeDnsServer:
             return None
         if failure == "servfail":
             response.set_rcode(dns.rcode.SERVFAIL)
-        elif failure == "nxdomain" or (
-            failure is None and not any(k[0] == question.name for k in self._records)
-        ):
+        elif failure == "nxdomain" or (failure is None and question.name not in self._names):
             response.set_rcode(dns.rcode.NXDOMAIN)
         elif failure is None:
             self._fill(response, question.name, question.rdtype)
