@@ -6,15 +6,17 @@ Conditions follow `metav1.Condition` and Gateway API's route conditions:
 
 * **Accepted** — the current generation is valid and loaded. False with reason `Invalid` (the
   problems, with their field paths), `HostnameConflict` (the message names the namespace and
-  policy that own the hostname: the oldest route claims it, DESIGN.md §6), `Held` when an
-  earlier generation keeps being served because this one is rejected.
+  policy that own the hostname: the oldest route claims it, DESIGN.md §6). When an earlier
+  generation keeps being served because this one is rejected, the message says which.
 * **ResolvedRefs** — every backendRef may be used and names a Service some member cluster has:
   False with `RefNotPermitted` (no ReferenceGrant allows the cross-namespace reference; that
   share of traffic gets 500) or `BackendNotFound` (no cluster has the Service, or no such
   MemberCluster).
-* **Programmed** — the snapshot now published carries this generation: True with the version and
-  how many gateways applied it; False with `Pending` while the rebuild is under way, `Invalid`
-  when the object is not served at all.
+* **Programmed** — the snapshot now published carries this generation: True, naming the snapshot
+  version it first appeared in (later snapshots leave it alone, so an endpoint change does not
+  rewrite every status; `fleetgate status` shows which gateways applied what); False with
+  `Pending` while the rebuild is under way, `Held` while an earlier generation is served
+  instead, `Invalid` when the object is not served at all.
 * **Ready** (MemberCluster only) — its API server answers `/readyz` and its endpoints are
   published; False with `Unreachable` (still published during the grace), `Withdrawn`, or
   `KubeconfigInvalid`.
@@ -26,9 +28,9 @@ HTTPRoute gets Gateway API's `status.parents[]`, one entry per parentRef with ou
 Writes are merge patches to the status subresource, made only when the desired conditions differ
 from what the object shows (`lastTransitionTime` kept while a condition's status holds), so the
 leader's own writes, seen again through the watch, settle at once. An Event (type Warning for a
-False Accepted or ResolvedRefs, Normal otherwise) is created for each condition whose status or
-reason changed; Events of cluster-scoped objects go to the `default` namespace, as kubectl looks
-for them there.
+False Accepted, ResolvedRefs or Ready, Normal otherwise) is created for each condition whose
+status or reason changed; Events of cluster-scoped objects go to the `default` namespace, as
+kubectl looks for them there.
 """
 
 from __future__ import annotations
@@ -117,10 +119,7 @@ def conditions_for(doc: HubDocument, load: HubLoad, context: Context) -> tuple[C
         reason = "HostnameConflict" if conflict else "Invalid"
         message = _describe(conflict or other or errors_)
         if held is not None:
-            reason, message = (
-                "Held",
-                (f"{message}; generation {held.obj.meta.generation} keeps being served"),
-            )
+            message += f"; generation {held.obj.meta.generation} keeps being served"
         result = [condition(_ACCEPTED, False, reason, message)]
 
     if doc.resource in (objects.TRAFFIC_POLICIES, objects.HTTP_ROUTES, objects.RELEASES):

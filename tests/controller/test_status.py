@@ -118,7 +118,7 @@ def test_a_held_generation_is_reported_with_the_problems_of_the_new_one() -> Non
     bad["spec"]["rules"][0]["backendRefs"][0]["port"] = 0
     load, _ = hubsource.load_hub([hub_document(EAST), hub_document(bad, generation=2)], last_good)
     conditions = status.conditions_for(load.documents[1], load, context())
-    assert by_type(conditions)["Accepted"] == (False, "Held")
+    assert by_type(conditions)["Accepted"] == (False, "Invalid")
     assert "generation 1 keeps being served" in conditions[0].message
     assert "spec.rules[0].backendRefs[0].port" in conditions[0].message
     assert by_type(conditions)["Programmed"] == (False, "Held")
