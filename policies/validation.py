@@ -213,7 +213,7 @@ class _Check:
 
     def _targets(self) -> None:
         routes = self._accepted(self.policies.routes)
-        claimed: dict[str, Release] = {}
+        claimed: dict[tuple[str, str], Release] = {}  # (namespace, route name) -> release
         for release in self._accepted(self.policies.releases):
             out = self._findings(release)
             targets = [
@@ -236,13 +236,13 @@ class _Check:
                     f"{release.stable.service} is not a backendRef of "
                     f"{targets[0].kind.value} {targets[0].id}",
                 )
-            elif release.target in claimed:
-                other = claimed[release.target]
+            elif (release.namespace, release.target) in claimed:
+                other = claimed[release.namespace, release.target]
                 out.error(
                     "spec.target",
                     f"route {release.target} is already released by {other.id} at {_where(other)}",
                 )
-            claimed.setdefault(release.target, release)
+            claimed.setdefault((release.namespace, release.target), release)
             self._add(release, out.problems)
 
     def _services(self, clusters: list[MemberCluster]) -> None:

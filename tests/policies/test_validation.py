@@ -701,6 +701,22 @@ def test_one_release_per_route() -> None:
     assert [r.name for r in result.policies.releases] == ["r"]
 
 
+def test_same_route_name_in_two_namespaces_takes_a_release_each() -> None:
+    services = "".join(
+        f"    - {{namespace: pay, name: {n}, ports: [{{port: 80, endpoints: ['127.0.1.1:80']}}]}}\n"
+        for n in ("web", "web-v2")
+    )
+    fleet = FLEET.replace("  services:\n", "  services:\n" + services, 1)
+    other = doc(
+        "TrafficPolicy", "web", "rules: [{backendRefs: [{name: web, port: 80}]}]", namespace="pay"
+    )
+    pay = doc("Release", "r", RELEASE_BASE + STEPS, namespace="pay")
+    documents = (fleet, TARGET, other, release(RELEASE_BASE + STEPS), pay)
+    result = loading.load_documents([("f.yaml", "---\n".join(documents))])
+    assert messages(result) == []
+    assert sorted(r.id for r in result.policies.releases) == ["pay/r", "shop/r"]
+
+
 def test_release_to_an_unknown_service_is_a_warning() -> None:
     spec = RELEASE_BASE.replace("web-v2", "web-v3") + STEPS
     result = load(TARGET, release(spec))
