@@ -24,6 +24,7 @@ REASONS: Mapping[str, int] = {
     "internal_error": 500,  # a bug in the gateway (logged with its traceback)
     "upstream_reset": 502,  # the upstream closed or reset before a complete response
     "upstream_protocol_error": 502,  # the upstream sent something that is not HTTP/1.1
+    "upstream_status": 502,  # an error answer dropped for a retry that could not start (its status)
     "no_healthy_backend": 503,  # no endpoint to send to in any tier
     "upstream_connect_failed": 503,  # connect refused, unreachable or timed out
     "circuit_open": 503,  # the backend's circuit breaker (max requests in flight) is open

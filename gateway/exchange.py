@@ -98,6 +98,7 @@ class Exchange:
         "sent_bytes",
         "started",
         "status",
+        "status_retry",
         "target",
         "te",
         "te_trailers",
@@ -150,6 +151,7 @@ class Exchange:
         self.overall = INF  # the rule's request timeout, retries included
         self.replay: list[bytes] | None = None  # request body bytes kept for a retry
         self.replay_bytes = 0
+        self.status_retry = False  # the upstream's answer is being dropped for a retry
         self.deadline = INF
         self.idle_s = INF
         self.mirror_targets: list[Endpoint] | None = None
@@ -366,8 +368,22 @@ class Exchange:
             self.sent_bytes += len(data)
             down.transport.write(data)
 
+    def retry_status(self, status: int) -> bool:
+        """Called with an upstream response head: drop this answer and retry instead?"""
+        self.status_retry = retrying.retries_status(self, status)
+        return self.status_retry
+
     def response_complete(self) -> None:
         self.up = None
+        if self.status_retry:
+            # The dropped answer has been read (its connection went back to the pool).
+            self.status_retry = False
+            self.discard = False
+            self.responding = False
+            status, self.status = self.status, 0
+            if not retrying.failed(self, status=status):
+                self.reply(status, "upstream_status")
+            return
         self.finished = True
         retrying.succeeded(self, self.down.ctx.now)
         self._settle()

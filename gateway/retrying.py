@@ -102,8 +102,51 @@ def end(ex: Exchange) -> None:
         ctx.limits.release(ex.forward)
 
 
-def failed(ex: Exchange, failure: retries.Failure) -> bool:
-    """Account a failed attempt; start a retry if the policy allows one (True), else False."""
+def retries_status(ex: Exchange, status: int) -> bool:
+    """Would an upstream answer with `status` be retried (so it must not reach the client)?"""
+    fwd = ex.forward
+    if fwd is None or ex.tries == 0 or ex.sent:
+        return False
+    policy = fwd.settings.retry
+    if policy is None or not retries.retriable(policy, status=status):
+        return False
+    return ex.down.ctx.now < ex.overall and _allowed(ex, policy, None, status)
+
+
+def _allowed(
+    ex: Exchange, policy: Retry, failure: retries.Failure | None, status: int | None
+) -> bool:
+    ctx = ex.down.ctx
+    budget_ok = ex.tries > 1 or ctx.budget.allows(policy)  # a retrying exchange holds its slot
+    buffered = ex.body == 0 or ex.replay is not None
+    started = ex.sent or ex.responding
+    method = ex.method.decode("latin-1")
+    if retries.should_retry(
+        policy,
+        method=method,
+        attempt=ex.tries,
+        failure=failure,
+        status=status,
+        response_started=started,
+        body_buffered=buffered,
+        budget_ok=budget_ok,
+    ):
+        return True
+    if (
+        ex.tries <= policy.attempts
+        and not started
+        and retries.retriable(policy, failure=failure, status=status)
+        and (policy.allow_non_idempotent or method in retries.IDEMPOTENT_METHODS)
+    ):
+        ctx.counters.retries_exhausted += 1  # the budget or the body size said no
+    return False
+
+
+def failed(
+    ex: Exchange, failure: retries.Failure | None = None, *, status: int | None = None
+) -> bool:
+    """Account a failed attempt (a failure, or an error status); start a retry if the policy
+    allows one (True), else False."""
     ctx = ex.down.ctx
     now = ctx.now
     _outcome(ex, error=True, now=now)
@@ -113,26 +156,7 @@ def failed(ex: Exchange, failure: retries.Failure) -> bool:
     policy = fwd.settings.retry
     if policy is None or now >= ex.overall:
         return False
-    budget_ok = ex.tries > 1 or ctx.budget.allows(policy)  # a retrying exchange holds its slot
-    buffered = ex.body == 0 or ex.replay is not None
-    started = ex.sent or ex.responding
-    method = ex.method.decode("latin-1")
-    if not retries.should_retry(
-        policy,
-        method=method,
-        attempt=ex.tries,
-        failure=failure,
-        response_started=started,
-        body_buffered=buffered,
-        budget_ok=budget_ok,
-    ):
-        if (
-            ex.tries <= policy.attempts
-            and not started
-            and retries.retriable(policy, failure=failure)
-            and (policy.allow_non_idempotent or method in retries.IDEMPOTENT_METHODS)
-        ):
-            ctx.counters.retries_exhausted += 1  # the budget or the body size said no
+    if not _allowed(ex, policy, failure, status):
         return False
     assert ex.head is not None
     endpoint = ctx.router.repick(fwd.backend, fwd.settings, ex.head, ex.tried)

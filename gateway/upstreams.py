@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -30,6 +30,9 @@ from gateway.context import ProxyContext
 from gateway.errors import UpstreamConnectError
 from policies.model import HeaderModifier
 from policies.table import Endpoint, RoutingTable
+
+if TYPE_CHECKING:
+    from gateway.exchange import Exchange  # the one requester that does not discard
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +273,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self._out.append(self._head(ex, status, b""))
             return
         ex.status = status
+        if status >= 400 and not ex.discard and cast("Exchange", ex).retry_status(status):
+            ex.discard = True  # read and dropped; the exchange retries once it is complete
         ex.responding = True
         self._keep_alive = self._parser.should_keep_alive()
         no_body = ex.head_request or status == 204 or status == 304

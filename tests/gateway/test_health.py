@@ -22,6 +22,11 @@ def _endpoint(address: str, cluster_name: str = "east") -> Endpoint:
     return Endpoint(host, int(port), cluster_name)
 
 
+def _passed(monitor: HealthMonitor, address: str) -> bool:
+    state = monitor.state(_endpoint(address))
+    return state is not None and state.probed and state.healthy
+
+
 async def _pods(gw: Gateway, count: int) -> Counter[str]:
     seen: Counter[str] = Counter()
     async with session() as client:
@@ -40,7 +45,7 @@ async def test_a_failing_health_check_takes_an_endpoint_out_and_a_passing_one_ba
         two = await backends.start("east", EAST_2)
         gw = await gateway(fleet_table([cluster("east", [one.address, two.address])]))
         monitor = _monitor(gw)
-        await eventually(lambda: one.health_probes > 0 and two.health_probes > 0)
+        await eventually(lambda: _passed(monitor, one.address) and _passed(monitor, two.address))
         assert set(await _pods(gw, 20)) == {one.pod, two.pod}
 
         one.fail_health()

@@ -135,3 +135,27 @@ async def test_a_silent_endpoint_costs_one_per_try_timeout_then_the_retry_answer
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_retriable_status_is_dropped_and_retried_elsewhere(gateway: StartGateway) -> None:
+    async with Backends() as backends:
+        failing = await backends.start("east", EAST)
+        west = await backends.start("west", WEST)
+        failing.set_error_rate(1.0)  # every answer a 500
+        clusters = [
+            cluster("east", [failing.address], check=None),
+            cluster("west", [west.address], priority=1, check=None),
+        ]
+        retry = Retry(attempts=1, on=("retriable-status-codes",), codes=(500,))
+        gw = await gateway(fleet_table(clusters, TrafficSettings(retry=retry)))
+        plain = await gateway(fleet_table(clusters))
+        async with session() as client:
+            for _ in range(5):
+                status, headers = await fetch(client, gw.addresses[0])
+                assert status == 200
+                assert headers["x-cluster"] == "west"
+            assert (await fetch(client, plain.addresses[0]))[0] == 500
+            # A POST is not retried: its 500 reaches the client as the upstream sent it.
+            assert (await fetch(client, gw.addresses[0], method="POST", data=b"p"))[0] == 500
+        assert failing.errors == 7
+        assert gw.counters.retries == 5
