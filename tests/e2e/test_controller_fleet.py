@@ -183,12 +183,23 @@ async def all_route_to(
 
 async def controller_status(controller: FleetgateProcess) -> dict[str, Any]:
     return await asyncio.to_thread(
-        status_cmd.fetch, f"http://{controller.listen}/v1/status", timeout_s=2.0
+        status_cmd.fetch, f"http://{controller.listen}/v1/status", timeout_s=5.0
     )
 
 
+async def polled_status(controller: FleetgateProcess) -> dict[str, Any] | None:
+    """`controller_status` for polls: None when the controller does not answer in time (a
+    loaded machine), so the poll tries again instead of failing."""
+    try:
+        return await controller_status(controller)
+    except OSError:
+        return None
+
+
 async def cluster_state(controller: FleetgateProcess, name: str) -> str:
-    document = await controller_status(controller)
+    document = await polled_status(controller)
+    if document is None:
+        return ""
     return next((c["state"] for c in document["clusters"] if c["name"] == name), "")
 
 
@@ -226,12 +237,14 @@ async def test_member_cluster_changes_reach_both_gateways(tmp_path: Path) -> Non
             lambda: _is_in(cluster_state(controller, "a"), {"down", "withdrawn"}), timeout_s=5
         )
         await eventually(lambda: route_to("b1"), timeout_s=5)
-        assert await cluster_state(controller, "a") == "withdrawn"
+        await eventually(lambda: _is_in(cluster_state(controller, "a"), {"withdrawn"}))
         document = await controller_status(controller)
         assert {g["id"] for g in document["gateways"]} == {"gw1", "gw2"}
 
         async def both_applied() -> bool:
-            document = await controller_status(controller)
+            document = await polled_status(controller)
+            if document is None:
+                return False
             version = document["snapshot"]["version"]
             return all(g["applied"] == version for g in document["gateways"])
 
@@ -274,8 +287,8 @@ async def test_two_controllers_elect_one_leader_and_the_standby_takes_over(
             found = set()
             for process in (one, two):
                 if process.proc is not None and process.proc.returncode is None:
-                    document = await controller_status(process)
-                    if document["controller"]["leader"]:
+                    document = await polled_status(process)
+                    if document is not None and document["controller"]["leader"]:
                         found.add(document["controller"]["id"])
             return found
 
@@ -318,5 +331,5 @@ async def _is_in(state: Any, wanted: set[str]) -> bool:
 
 
 async def _standby_serves(standby: FleetgateProcess, checksum: str) -> bool:
-    document = await controller_status(standby)
-    return bool(document["snapshot"]["checksum"] == checksum)
+    document = await polled_status(standby)
+    return document is not None and document["snapshot"]["checksum"] == checksum
