@@ -8,6 +8,10 @@ are the copy's static MemberCluster endpoints (127.0.1.x east, 127.0.2.x west, 1
 one demo server per address, answering with its cluster, version (`web-v2` is `v2`, the others
 `v1`) and pod. An endpoint whose port is taken, or every endpoint with `--backend-ports any`,
 gets a free port instead, and the copy is rewritten to match.
+
+With `--api HOST:PORT` the operator API is served too, so the copy's Release (`shop/web-v2-rollout`)
+can be driven with `fleetgate release ...` (docs/release-walkthrough.md); `--canary-errors R` makes
+the canary (v2) servers fail that fraction of requests, to watch analysis roll it back.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 import aiohttp
 
 from controller import sources
-from fleetgate import process
+from fleetgate import process, release_service
 from fleetgate.demo_backend import BackendSpec, DemoBackend
 from fleetgate.run import Embedded, PolicyPipeline, RunSettings, add_serving_arguments
 from gateway.replica import handle_signals
@@ -58,14 +62,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="example",
         help="bind the backends on the ports the policies name, or on free ones",
     )
+    parser.add_argument(
+        "--canary-errors", type=float, default=0.0, metavar="RATE",
+        help="fraction (0..1) of requests the canary (v2) servers answer with 500",
+    )  # fmt: skip
     add_serving_arguments(parser, listen="127.0.0.1:8080")
+    release_service.add_arguments(parser, controller=False)
     parser.set_defaults(handler=main, poll_interval=0.5)
 
 
 def main(args: argparse.Namespace) -> int:
     process.configure_logging(args.log_level)
-    if args.traffic < 0 or args.workers != 1:
-        print("fleetgate demo: --traffic must be >= 0 and --workers 1", file=sys.stderr)
+    if args.traffic < 0 or args.workers != 1 or not 0.0 <= args.canary_errors <= 1.0:
+        print(
+            "fleetgate demo: --traffic must be >= 0, --workers 1, --canary-errors within 0..1",
+            file=sys.stderr,
+        )
         return 2
     if not args.policies.is_dir():
         print(f"fleetgate demo: no policy directory at {args.policies}", file=sys.stderr)
@@ -145,10 +157,20 @@ def _rewrite(directory: Path, moved: dict[str, str]) -> None:
 async def demo(args: argparse.Namespace, live: Path) -> int:
     specs = backend_specs(live, any_port=args.backend_ports == "any")
     backends, moved = await start_backends(specs, live)
+    for backend in backends:
+        if backend.spec.version == "v2":
+            backend.set_error_rate(args.canary_errors)
     try:
-        settings = RunSettings.from_args(args, live)
+        try:
+            settings = RunSettings.from_args(args, live)
+        except ValueError as exc:
+            print(f"fleetgate demo: {exc}", file=sys.stderr)
+            return 2
         pipeline = PolicyPipeline(
-            live, poll_interval_s=settings.poll_interval_s, debounce_s=settings.debounce_s
+            live,
+            poll_interval_s=settings.poll_interval_s,
+            debounce_s=settings.debounce_s,
+            releases=settings.releases.settings,
         )
         problems = await pipeline.load_first()
         if problems:
@@ -158,10 +180,15 @@ async def demo(args: argparse.Namespace, live: Path) -> int:
         stop = asyncio.Event()
         handle_signals(stop, pipeline.source.request_reload)
         embedded = Embedded(settings, pipeline)
-        async with asyncio.TaskGroup() as tg:
+        async with (
+            release_service.operator_api(
+                settings.releases, pipeline.runner, program="fleetgate demo"
+            ) as api_address,
+            asyncio.TaskGroup() as tg,
+        ):
             tg.create_task(embedded.serve(stop), name="demo.serve")
             await embedded.process.listening.wait()
-            print(intro(embedded, live, backends, moved), flush=True)
+            print(intro(embedded, live, backends, moved, api_address), flush=True)
             if args.traffic:
                 print(await send_traffic(embedded.listen, args.traffic), flush=True)
             if args.exit:
@@ -175,7 +202,11 @@ async def demo(args: argparse.Namespace, live: Path) -> int:
 
 
 def intro(
-    embedded: Embedded, live: Path, backends: list[DemoBackend], moved: dict[str, str]
+    embedded: Embedded,
+    live: Path,
+    backends: list[DemoBackend],
+    moved: dict[str, str],
+    api_address: str | None = None,
 ) -> str:
     gw = f"http://{embedded.listen}"
     admin = embedded.process.admin_address
@@ -215,6 +246,14 @@ def intro(
             "  # what the gateway serves, and its metrics",
             f"  curl -s http://{admin}/status",
             f"  curl -s http://{admin}/metrics | grep fleetgate_route_requests_total",
+        ]
+    if api_address:
+        lines += [
+            "  # a release: web -> web-v2 in steps (docs/release-walkthrough.md); the token is",
+            "  # printed above (or use yours: FLEETGATE_TOKEN)",
+            f"  export FLEETGATE_SERVER=http://{api_address}",
+            "  fleetgate release start shop/web-v2-rollout",
+            "  fleetgate release status shop/web-v2-rollout --watch",
         ]
     return "\n".join(lines) + "\n"
 

@@ -215,19 +215,8 @@ class ReleaseFleet:
 
     async def cli(self, *args: str, token: str = "admin") -> tuple[int, str, str]:
         """`fleetgate ARGS` against this fleet's API: (exit status, stdout, stderr)."""
-        env = {**os.environ, "FLEETGATE_SERVER": f"http://{self.api}"}
-        env["FLEETGATE_TOKEN"] = self.tokens[token]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fleetgate", *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )  # fmt: skip
-        async with asyncio.timeout(30):
-            out, err = await proc.communicate()
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
+        env = {"FLEETGATE_SERVER": f"http://{self.api}", "FLEETGATE_TOKEN": self.tokens[token]}
+        return await run_cli(args, env)
 
     # -- traffic -------------------------------------------------------------------------------
 
@@ -235,37 +224,14 @@ class ReleaseFleet:
         self, gateway: int, host: str, headers: dict[str, str] | None = None
     ) -> tuple[str | None, aiohttp.ClientResponse | None]:
         """One GET / through gateway `gateway`: (the answering version or None, the response)."""
-        url = f"http://{self.gateways[gateway].listen}/"
-        try:
-            async with self.session.get(
-                url, headers={"Host": host, **(headers or {})}, timeout=TIMEOUT
-            ) as response:
-                await response.read()
-                if response.status != 200:
-                    return None, response
-                return response.headers.get("x-version"), response
-        except (aiohttp.ClientError, TimeoutError):
-            return None, None
+        return await get_version(self.session, self.gateways[gateway].listen, host, headers)
 
     async def split(
         self, count: int, host: str = "shop.test", headers: dict[str, str] | None = None
     ) -> Split:
         """`count` requests, alternating between the two gateways."""
-        assert count <= MAX_REQUESTS
-        result = Split()
-        turns = asyncio.Semaphore(CONCURRENCY)
-
-        async def request(n: int) -> None:
-            async with turns:
-                version, _ = await self.one(n % len(self.gateways), host, headers)
-            if version is None:
-                result.failed += 1
-            else:
-                result.versions[version] += 1
-
-        async with asyncio.timeout(MAX_LOAD_S):
-            await asyncio.gather(*(request(n) for n in range(count)))
-        return result
+        listens = [g.listen for g in self.gateways]
+        return await split_through(self.session, listens, count, host, headers)
 
     @contextlib.asynccontextmanager
     async def load(self, hosts: Sequence[str] = ("shop.test",)) -> AsyncIterator[Load]:
@@ -303,6 +269,62 @@ class ReleaseFleet:
     def requests_to(self, name: str) -> int:
         """Application requests the backends of service `name` ("web" or "web-v2") answered."""
         return sum(b.requests for key, b in self.backends.items() if key.startswith(f"{name}-"))
+
+
+async def get_version(
+    session: aiohttp.ClientSession, listen: str, host: str, headers: dict[str, str] | None = None
+) -> tuple[str | None, aiohttp.ClientResponse | None]:
+    """One GET / through the gateway at `listen`: (the answering version or None, response)."""
+    try:
+        async with session.get(
+            f"http://{listen}/", headers={"Host": host, **(headers or {})}, timeout=TIMEOUT
+        ) as response:
+            await response.read()
+            if response.status != 200:
+                return None, response
+            return response.headers.get("x-version"), response
+    except (aiohttp.ClientError, TimeoutError):
+        return None, None
+
+
+async def split_through(
+    session: aiohttp.ClientSession,
+    listens: Sequence[str],
+    count: int,
+    host: str,
+    headers: dict[str, str] | None = None,
+) -> Split:
+    """`count` requests, spread in turn over the gateways at `listens`."""
+    assert count <= MAX_REQUESTS
+    result = Split()
+    turns = asyncio.Semaphore(CONCURRENCY)
+
+    async def request(n: int) -> None:
+        async with turns:
+            version, _ = await get_version(session, listens[n % len(listens)], host, headers)
+        if version is None:
+            result.failed += 1
+        else:
+            result.versions[version] += 1
+
+    async with asyncio.timeout(MAX_LOAD_S):
+        await asyncio.gather(*(request(n) for n in range(count)))
+    return result
+
+
+async def run_cli(args: Sequence[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """`fleetgate ARGS` with `env` added to the environment: (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetgate", *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 def write_tokens(path: Path) -> dict[str, str]:

@@ -20,14 +20,24 @@ sends 2000 (1000 per gateway): the same band is then 4.5 standard deviations wid
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.conftest import eventually
-from tests.e2e.release_fleet import ReleaseFleet, release_fleet
+from tests.e2e.release_fleet import (
+    ReleaseFleet,
+    Split,
+    free_port,
+    release_fleet,
+    run_cli,
+    split_through,
+)
+from tests.running import FleetgateProcess
 
 # The test only drives real processes (which run uvloop themselves): one loop for the driver is
 # enough, and both would double the file's time.
@@ -349,3 +359,54 @@ async def test_a_developer_token_cannot_touch_another_namespace(tmp_path: Path) 
         assert {r["actor"] for r in history["revisions"]} == {"shop-ci"}
         _, history = await fleet.call("GET", "releases/payments/web-v2/history")
         assert {r["actor"] for r in history["revisions"]} == {"payments-ci"}
+
+
+DEMO_API = re.compile(r"export FLEETGATE_SERVER=http://(\S+) FLEETGATE_TOKEN=(\S+)")
+
+
+async def test_the_release_walkthrough_runs_on_fleetgate_demo(tmp_path: Path) -> None:
+    """docs/release-walkthrough.md's commands, against `fleetgate demo --api` (one embedded
+    gateway; the demo's own Release, with its one-time admin token)."""
+    listen = f"127.0.0.1:{free_port()}"
+    demo = FleetgateProcess(
+        ["demo", "--listen", listen, "--admin", "127.0.0.1:0", "--api", "127.0.0.1:0",
+         "--backend-ports", "any", "--log-level", "warning"],
+        tmp_path / "demo.log",
+    )  # fmt: skip
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        try:
+            await demo.start(banner=DEMO_API)
+            env = {"FLEETGATE_SERVER": f"http://{demo.listen}", "FLEETGATE_TOKEN": demo.admin}
+            release = "shop/web-v2-rollout"
+
+            async def fleetgate(*args: str) -> str:
+                code, out, err = await run_cli(args, env)
+                assert code == 0, (args, err)
+                return out
+
+            async def versions(count: int) -> Split:
+                return await split_through(session, [listen], count, "shop.example.com")
+
+            await fleetgate("release", "start", release)
+            status = await fleetgate("release", "status", release)
+            assert "setWeight 10" in status
+            assert "10% canary" in status
+            await fleetgate("release", "set-weight", release, "30")
+            split = await versions(400)
+            assert 15 <= split.share("v2") <= 45, split  # 30 %; loose: 400 requests, one gateway
+            await fleetgate("release", "promote", release, "--full")
+            watched = await fleetgate("release", "status", release, "--watch", "--interval", "0.2")
+            assert "Completed" in watched
+            assert (await versions(100)).versions == {"v2": 100}
+            await fleetgate("release", "abort", release, "--now")  # the ramp's 20 s steps skipped
+            assert (await versions(100)).versions == {"v1": 100}
+            history = await fleetgate("history", release, "--release")
+            for reason in (
+                "setWeight 10",
+                "weight 30 set by hand",
+                "promoted fully",
+                "abort",
+            ):
+                assert reason in history, history
+        finally:
+            await demo.close()
