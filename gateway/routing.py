@@ -122,11 +122,20 @@ class BalancingPicker:
     lands, so it falls back to least request, as `policies.balancing` documents.
     """
 
-    __slots__ = ("_rings", "_turns", "_version", "_views", "active", "health")
+    __slots__ = ("_rings", "_turns", "_version", "_views", "active", "health", "zone")
 
-    def __init__(self, health: HealthView, active: Callable[[Endpoint], int] = _idle) -> None:
+    def __init__(
+        self,
+        health: HealthView,
+        active: Callable[[Endpoint], int] = _idle,
+        *,
+        zone: str | None = None,
+    ) -> None:
         self.health = health
         self.active = active
+        # The gateway's own zone: clusters with endpoints there keep a tier's traffic while
+        # healthy enough (Envoy's locality-weighted failover; `policies.balancing`).
+        self.zone = zone
         # id(backend) -> (backend, its view, the only endpoint it can pick or None)
         self._views: dict[int, tuple[Backend, balancing.BackendView, Endpoint | None]] = {}
         self._turns: dict[int, int] = {}
@@ -219,7 +228,8 @@ class BalancingPicker:
     def _view(self, backend: Backend) -> tuple[Backend, balancing.BackendView, Endpoint | None]:
         if len(self._views) >= _MAX_VIEWS:
             self.forget()
-        view = balancing.view_backend(backend, self.health.healthy)
+        local = balancing.clusters_in_zone(backend, self.zone) if self.zone else frozenset()
+        view = balancing.view_backend(backend, self.health.healthy, local_clusters=local)
         only = None
         if sum(len(target.endpoints) for target in backend.targets) == 1:
             # One endpoint in the whole backend: whatever the rolls, a pick is that endpoint.

@@ -46,6 +46,7 @@ class Gateway:
         counters: Counters | None = None,
         breaker: Thresholds | None = None,
         namespace_quotas: Mapping[str, RateLimit] | None = None,
+        zone: str | None = None,
     ) -> None:
         self.settings = settings
         self.holder = TableHolder(table)
@@ -66,7 +67,7 @@ class Gateway:
         elif isinstance(health, HealthMonitor):
             monitor = health
         self.health = monitor
-        balancer = BalancingPicker(health or AllHealthy()) if picker is None else None
+        balancer = BalancingPicker(health or AllHealthy(), zone=zone) if picker is None else None
         router = Router(self.holder, picker or balancer)  # type: ignore[arg-type]
         self.ctx = ProxyContext(settings, router, self.counters, now=0.0, observer=observer)
         self.ctx.pools = self.pools = Pools(self.ctx, self._spawn)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 from gateway.health import HealthMonitor, probe
 from gateway.server import Gateway
 from policies.table import Endpoint
 from tests.conftest import eventually
-from tests.gateway.conftest import EAST, EAST_2, StartGateway
+from tests.gateway.conftest import EAST, EAST_2, TEST_SETTINGS, WEST, StartGateway
 from tests.gateway.fleet import FAST_CHECK, Backends, cluster, fetch, fleet_table, session
 
 
@@ -101,3 +102,23 @@ async def test_probe_answers_and_failures(closed_port: int) -> None:
         one.drain()
         assert await probe(_endpoint(one.address), FAST_CHECK) == 503
     assert await probe(Endpoint("127.0.0.1", closed_port, "east"), FAST_CHECK) is None
+
+
+async def test_the_gateway_prefers_its_own_zone_and_spills_when_it_fails() -> None:
+    async with Backends() as backends:
+        east = await backends.start("east", EAST)
+        west = await backends.start("west", WEST)
+        clusters = [
+            dataclasses.replace(cluster("east", [east.address]), labels={"zone": "z1"}),
+            dataclasses.replace(cluster("west", [west.address]), labels={"zone": "z2"}),
+        ]
+        gw = Gateway(TEST_SETTINGS, fleet_table(clusters), zone="z1")
+        await gw.start()
+        try:
+            await eventually(lambda: _passed(_monitor(gw), east.address))
+            assert set(await _pods(gw, 20)) == {east.pod}  # same tier, weights 1:1: all local
+            east.fail_health()
+            await eventually(lambda: not _monitor(gw).healthy(_endpoint(east.address)))
+            assert set(await _pods(gw, 20)) == {west.pod}
+        finally:
+            await gw.close()
