@@ -1,36 +1,35 @@
-"""The list of CLI commands. Add a module's `register` here to expose it."""
+"""The CLI's commands, in the order `fleetgate --help` lists them.
+
+Each command module exposes `register(subparsers)`, which adds its parser and sets `handler=`.
+Modules import their heavy dependencies (kubernetes_asyncio, the planes) inside the handler where
+that keeps `fleetgate validate` and friends fast to start.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 
-Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-
-REGISTRY: list[Register] = []
-
-from fleetgate import (  # noqa: E402  (each command module appends itself below)
+from fleetgate import (
     controller_cmd,
     demo,
+    explain,
     gateway_cmd,
+    release,
     run,
+    status_cmd,
     validate,
 )
 
-REGISTRY.append(validate.register)
-REGISTRY.append(run.register)
-REGISTRY.append(demo.register)
-REGISTRY.append(gateway_cmd.register)
-REGISTRY.append(controller_cmd.register)
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-from fleetgate import explain  # noqa: E402
-
-REGISTRY.append(explain.register)
-
-from fleetgate import release  # noqa: E402
-
-REGISTRY.append(release.register)
-
-from fleetgate import status_cmd  # noqa: E402
-
-REGISTRY.append(status_cmd.register)
+REGISTRY: list[Register] = [
+    validate.register,
+    run.register,
+    demo.register,
+    gateway_cmd.register,
+    controller_cmd.register,
+    explain.register,
+    release.register,
+    status_cmd.register,
+]
