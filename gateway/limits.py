@@ -64,7 +64,7 @@ class Limits:
 
     def admit(self, ex: Exchange, fwd: Forward, now: float) -> bool:
         """Admit the exchange (counted until `release`), or reply 429/503 and return False."""
-        quotas = self._quotas(fwd) if fwd.settings.rate_limit or self.namespace_quotas else []
+        quotas = self._quotas(fwd) if fwd.settings.rate_limit or self.namespace_quotas else ()
         for key, quota in quotas:
             bucket, allowed, wait_s = limits.take(quota, self._buckets.get(key), now)
             self._buckets[key] = bucket
@@ -83,14 +83,17 @@ class Limits:
             ex.reply(503, "circuit_open")
             return False
         self._in_flight[backend] = active + 1
-        for key, quota in quotas:
-            if quota.max_concurrent > 0:
-                self._active[key] = self._active.get(key, 0) + 1
+        if quotas:
+            for key, quota in quotas:
+                if quota.max_concurrent > 0:
+                    self._active[key] = self._active.get(key, 0) + 1
         return True
 
     def release(self, fwd: Forward) -> None:
         backend = fwd.backend.id
-        self._in_flight[backend] = limits.release(self._in_flight.get(backend, 0))
+        active = self._in_flight.get(backend, 0)
+        # `limits.release` inlined (per request): never below zero
+        self._in_flight[backend] = active - 1 if active > 0 else 0
         if fwd.settings.rate_limit or self.namespace_quotas:
             for key, quota in self._quotas(fwd):
                 if quota.max_concurrent > 0:

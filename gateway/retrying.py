@@ -61,14 +61,19 @@ def per_try_s(settings: TrafficSettings) -> float:
 def begin(ex: Exchange, settings: TrafficSettings, now: float) -> None:
     ex.down.ctx.budget.active_requests += 1
     ex.tries = 1
-    total = settings.timeouts.request_s
-    ex.overall = now + total if total > 0 else INF
-    one = per_try_s(settings)
-    ex.deadline = min(ex.overall, now + one) if one > 0 else ex.overall
+    timeouts = settings.timeouts
+    total = timeouts.request_s
+    ex.overall = overall = now + total if total > 0 else INF
     retry = settings.retry
-    if retry is not None and ex.body != 0 and 0 <= ex.content_length <= retry.max_body_bytes:
+    if retry is None:  # the common case, per request: `per_try_s` inlined
+        one = timeouts.backend_request_s
+        ex.deadline = min(overall, now + one) if one > 0 else overall
+        return
+    one = per_try_s(settings)
+    ex.deadline = min(overall, now + one) if one > 0 else overall
+    if ex.body != 0 and 0 <= ex.content_length <= retry.max_body_bytes:
         ex.replay = []
-    elif retry is not None and ex.content_length < 0 and ex.body != 0:
+    elif ex.content_length < 0 and ex.body != 0:
         ex.replay = []  # chunked: kept while it stays under the limit (see keep_body)
 
 
@@ -85,7 +90,9 @@ def keep_body(ex: Exchange, data: bytes) -> None:
 
 def succeeded(ex: Exchange, now: float) -> None:
     """A complete response: an outlier success unless it is a 5xx."""
-    _outcome(ex, error=ex.status >= 500, now=now)
+    fwd = ex.forward
+    if fwd is not None and fwd.settings.outlier_detection is not None:  # else nothing to record
+        _outcome(ex, error=ex.status >= 500, now=now)
 
 
 def end(ex: Exchange) -> None:
