@@ -64,7 +64,7 @@ class Snapshot:
     """One published table and its wire form, encoded once and served to every gateway."""
 
     table: RoutingTable
-    body: bytes  # JSON of `policies.snapshot.dump(table)`
+    body: bytes  # `policies.snapshot.encode(table)`: the JSON of `dump(table)`
 
     @property
     def version(self) -> int:
@@ -76,9 +76,11 @@ class Snapshot:
 
     @classmethod
     def encode(cls, table: RoutingTable) -> Snapshot:
-        """Dump and serialise `table`. CPU-bound and thread-safe: callers may run it off-loop."""
-        data = wire.dump(table)
-        return cls(table, json.dumps(data, separators=(",", ":")).encode())
+        """Dump and serialise `table`. CPU-bound and thread-safe: callers may run it off-loop.
+
+        Right after `compile_table` this reuses the canonical JSON its checksum was computed from.
+        """
+        return cls(table, wire.encode(table))
 
     def data(self) -> dict[str, Any]:
         """The wire dict, decoded again (for callers that want `publish(dict)`-style access)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import random
@@ -242,7 +241,7 @@ class Subscriber:
 
 def decode(body: bytes) -> RoutingTable:
     """JSON → verified table. CPU-bound; runs in a worker thread."""
-    return wire.load(json.loads(body))
+    return wire.loads(body)
 
 
 def write_atomically(path: Path, body: bytes) -> None:

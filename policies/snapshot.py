@@ -3,7 +3,7 @@
 Shape (schema "fleetgate.io/snapshot/v1"):
 
     {"schema", "version", "checksum",
-     "endpoints": [{host, port, cluster, zone?, ready?}, ...],                distinct, sorted
+     "endpoints": [[host, port, cluster, zone?, ready?], ...],                distinct, sorted
      "backends": {id: {service, resolved, targets: [{cluster, priority, weight, endpoints}],
                        weight, filters...}, ...},
      "refs": [{id, weight, filters..., mirrors: [{ref, percent}]}, ...],
@@ -27,6 +27,11 @@ treat it as read-only.
 of everything but "schema", "version" and "checksum": equal content gives equal checksums
 whatever the version, and the layout depends only on the table's content, never on the order
 documents were read in.
+
+`encode` writes the bytes a controller serves: a header with schema, version and checksum, then
+the canonical JSON of the rest, so `loads` verifies the checksum by hashing the received bytes
+instead of encoding the parsed document again. The canonical JSON `checksum` computes is kept for
+the next `encode` of a table with that checksum (`compile_table` then `encode` serialise once).
 """
 
 from __future__ import annotations
@@ -41,11 +46,7 @@ from typing import Any
 from policies import acyclic, wire
 from policies.errors import SnapshotError
 from policies.model import (
-    HeaderModifier,
     HealthCheck,
-    Match,
-    PathKind,
-    PathMatch,
     RequestRedirect,
     ServiceRef,
     TrafficSettings,
@@ -55,13 +56,10 @@ from policies.model import (
 from policies.table import (
     Backend,
     ClusterTarget,
-    CompiledMatch,
     CompiledRule,
-    Endpoint,
     HostRoutes,
     Mirror,
     RoutingTable,
-    compile_match,
 )
 
 SCHEMA = "fleetgate.io/snapshot/v1"
@@ -80,21 +78,71 @@ def dump(table: RoutingTable) -> dict[str, Json]:
 def checksum(table: RoutingTable) -> str:
     """sha256 of the canonical wire form of `table`, `version` excluded."""
     with acyclic.paused_collector():
-        return _digest(_Writer(table).body())
+        canonical = _canonical(_Writer(table).body())
+    digest = hashlib.sha256(canonical).hexdigest()
+    global _last
+    _last = (digest, canonical)
+    return digest
+
+
+_last: tuple[str, bytes] = ("", b"")  # (checksum, canonical JSON) of the last `checksum` call
+
+
+def _canonical_of(digest: str) -> bytes | None:
+    """The canonical JSON of the table with checksum `digest`, when the memo holds it."""
+    last_digest, canonical = _last
+    return canonical if digest and digest == last_digest else None
+
+
+def encode(table: RoutingTable) -> bytes:
+    """The JSON bytes of `dump(table)`, laid out for `loads` (see the module docstring)."""
+    canonical = _canonical_of(table.checksum)
+    if canonical is None:
+        with acyclic.paused_collector():
+            canonical = _canonical(_Writer(table).body())
+    header = f'{{"schema":"{SCHEMA}","version":{table.version},"checksum":"{table.checksum}",'
+    return header.encode() + memoryview(canonical)[1:]
+
+
+_HEADER = re.compile(
+    rb'\{"schema":"'
+    + re.escape(SCHEMA.encode())
+    + rb'","version":-?[0-9]+,"checksum":"[0-9a-f]{64}",'
+)
+
+
+def loads(body: bytes) -> RoutingTable:
+    """`load(json.loads(body))`, hashing `body` itself when it has `encode`'s layout.
+
+    Raises ValueError when `body` is not JSON, SnapshotError as `load` does.
+    """
+    data = json.loads(body)
+    header = _HEADER.match(body)
+    if header is None:
+        return load(data)
+    digest = hashlib.sha256(b"{")
+    digest.update(memoryview(body)[header.end() :])
+    return _load(data, digest.hexdigest())
 
 
 def load(data: Json) -> RoutingTable:
     """Rebuild a table from its wire form; SnapshotError on a wrong schema, checksum or shape."""
+    return _load(data, None)
+
+
+def _load(data: Json, digest: str | None) -> RoutingTable:
+    """`load`, with the body's checksum already computed from its bytes when `digest` is given."""
     if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
         seen = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
         raise wire.error("schema", f"must be {SCHEMA!r}, got {seen!r}")
     body = {k: v for k, v in data.items() if k not in ("schema", "version", "checksum")}
     if set(body) != BODY_KEYS:
         raise wire.error("", f"must have the keys {sorted(BODY_KEYS)}, got {sorted(body)}")
-    try:
-        digest = _digest(body)
-    except (TypeError, ValueError) as exc:
-        raise wire.error("", f"is not plain JSON data: {exc}") from exc
+    if digest is None:
+        try:
+            digest = _digest(body)
+        except (TypeError, ValueError) as exc:
+            raise wire.error("", f"is not plain JSON data: {exc}") from exc
     if data.get("checksum") != digest:
         raise wire.error(
             "checksum", f"must be {digest!r} for this content, got {data.get('checksum')!r}"
@@ -111,9 +159,12 @@ def load(data: Json) -> RoutingTable:
         raise wire.error("", f"malformed snapshot: {type(exc).__name__}: {exc}") from exc
 
 
+def _canonical(body: Mapping[str, Json]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), check_circular=False).encode()
+
+
 def _digest(body: Mapping[str, Json]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_canonical(body)).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +174,7 @@ def _digest(body: Mapping[str, Json]) -> str:
 class _Writer:
     def __init__(self, table: RoutingTable) -> None:
         self._table = table
-        self._endpoints: dict[Endpoint, int] = {}
+        self._endpoints: dict[int, int] = {}  # id(Endpoint) -> index in "endpoints"
         self._refs: list[Json] = []
         self._ref_numbers: dict[int, int] = {}  # id(Backend) -> index in refs
         self._ref_lists: dict[int, list[int]] = {}  # id(rule.backends) -> indices in refs
@@ -132,18 +183,16 @@ class _Writer:
 
     def body(self) -> dict[str, Json]:
         table = self._table
-        endpoints = sorted(
-            {e for b in table.backends.values() for t in b.targets for e in t.endpoints},
-            key=lambda e: (e.cluster, e.host, e.port, e.zone or "", e.ready),
+        rows, self._endpoints = wire.endpoint_rows(
+            e for b in table.backends.values() for t in b.targets for e in t.endpoints
         )
-        self._endpoints = {e: i for i, e in enumerate(endpoints)}
         backends = {bid: self._spread(b) for bid, b in sorted(table.backends.items())}
         entries = [e for _, e in sorted(table.hosts.items())] + [e for _, e in table.wildcards]
         if table.any_host is not None:
             entries.append(table.any_host)
         routes, numbers = self._routes(entries)
         return {
-            "endpoints": [wire.plain(e) for e in endpoints],
+            "endpoints": rows,
             "backends": backends,
             "refs": self._refs,
             "routes": routes,
@@ -224,19 +273,19 @@ class _Writer:
         out = self._ref_fields(backend)
         out["service"] = wire.plain(backend.service)
         out["resolved"] = backend.resolved
-        out["targets"] = [
-            wire.compact(
-                {
-                    "cluster": t.cluster,
-                    "priority": t.priority,
-                    "weight": t.weight,
-                    "endpoints": [self._endpoints[e] for e in t.endpoints],
-                    "tls": wire.plain(t.tls),
-                    "health_check": wire.plain(t.health_check),
-                }
-            )
-            for t in backend.targets
-        ]
+        targets: list[Json] = []
+        numbers = self._endpoints
+        for t in backend.targets:
+            target: dict[str, Json] = {"cluster": t.cluster, "priority": t.priority}
+            target["weight"] = t.weight
+            if t.endpoints:
+                target["endpoints"] = [numbers[id(e)] for e in t.endpoints]
+            if t.tls is not None:
+                target["tls"] = wire.plain(t.tls)
+            if t.health_check is not None:
+                target["health_check"] = wire.plain(t.health_check)
+            targets.append(target)
+        out["targets"] = targets
         return out
 
     def _ref(self, backend: Backend) -> int:
@@ -299,9 +348,7 @@ def _numbered(entry: HostRoutes, numbers: dict[int, int]) -> list[int]:
 class _Reader:
     def __init__(self, body: Mapping[str, Json]) -> None:
         self._body = body
-        self._endpoints = [
-            wire.decode(Endpoint, e, f"endpoints[{i}]") for i, e in enumerate(body["endpoints"])
-        ]
+        self._endpoints = wire.endpoints(body["endpoints"])
         self._memo: dict[tuple[str, str], Any] = {}  # (kind, canonical JSON) -> decoded value
         self._tuples: dict[tuple[int, ...], tuple[Backend, ...]] = {}  # shared, as compiled
         # Spreads first, then the references built on them (a reference's mirrors name earlier
@@ -338,26 +385,34 @@ class _Reader:
 
     def _bare_spread(self, bid: str, data: Mapping[str, Json]) -> Backend:
         where = f"backends.{bid}"
-        targets = tuple(
-            ClusterTarget(
-                cluster=wire.typed(str, t["cluster"], f"{where}.targets"),
-                priority=wire.typed(int, t["priority"], f"{where}.targets"),
-                weight=wire.typed(int, t["weight"], f"{where}.targets"),
-                endpoints=tuple(
-                    self._endpoints[wire.typed(int, e, where)] for e in t.get("endpoints", [])
-                ),
-                tls=wire.decode(UpstreamTLS | None, t.get("tls"), f"{where}.targets.tls"),
-                health_check=wire.decode(
-                    HealthCheck | None, t.get("health_check"), f"{where}.targets.health_check"
-                ),
+        known = self._endpoints
+        targets = []
+        for t in data.get("targets", []):
+            tls, check = t.get("tls"), t.get("health_check")
+            at = f"{where}.targets"
+            endpoints = [
+                known[e] if type(e) is int else known[wire.typed(int, e, where)]
+                for e in t.get("endpoints", [])
+            ]
+            targets.append(
+                ClusterTarget(
+                    cluster=wire.typed(str, t["cluster"], at),
+                    priority=wire.typed(int, t["priority"], at),
+                    weight=wire.typed(int, t["weight"], at),
+                    endpoints=tuple(endpoints),
+                    tls=None
+                    if tls is None
+                    else wire.decode(UpstreamTLS, tls, f"{where}.targets.tls"),
+                    health_check=None
+                    if check is None
+                    else wire.decode(HealthCheck, check, f"{where}.targets.health_check"),
+                )
             )
-            for t in data.get("targets", [])
-        )
         return Backend(
             id=bid,
             service=wire.decode(ServiceRef, data["service"], f"{where}.service"),
             weight=1,
-            targets=targets,
+            targets=tuple(targets),
             resolved=wire.typed(bool, data["resolved"], f"{where}.resolved"),
         )
 
@@ -372,8 +427,8 @@ class _Reader:
         return dataclasses.replace(
             spread,
             weight=wire.typed(int, data["weight"], f"{where}.weight"),
-            request_headers=_modifiers(data, "request_headers", where),
-            response_headers=_modifiers(data, "response_headers", where),
+            request_headers=wire.modifiers(data, "request_headers", where),
+            response_headers=wire.modifiers(data, "response_headers", where),
             rewrite=wire.decode(URLRewrite | None, data.get("rewrite"), f"{where}.rewrite"),
             mirrors=self._mirrors(data, where),
         )
@@ -404,8 +459,8 @@ class _Reader:
             total_weight = wire.typed(int, total, f"{at}.total_weight")
             invalid = rule.get("invalid_backend_weight", 0)
             invalid_weight = wire.typed(int, invalid, f"{at}.invalid_backend_weight")
-            request_headers = _modifiers(rule, "request_headers", at)
-            response_headers = _modifiers(rule, "response_headers", at)
+            request_headers = wire.modifiers(rule, "request_headers", at)
+            response_headers = wire.modifiers(rule, "response_headers", at)
             redirect = wire.decode(RequestRedirect | None, rule.get("redirect"), f"{at}.redirect")
             rewrite = wire.decode(URLRewrite | None, rule.get("rewrite"), f"{at}.rewrite")
             mirrors = self._mirrors(rule, at)
@@ -421,7 +476,7 @@ class _Reader:
                         route_id=route_id,
                         rule_id=rule_id,
                         rule_index=index,
-                        match=_compiled(match, f"{at}.matches[{j}]"),
+                        match=wire.compiled_match(match, f"{at}.matches[{j}]"),
                         backends=backends,
                         total_weight=total_weight,
                         request_headers=request_headers,
@@ -437,29 +492,3 @@ class _Reader:
                         hostnames=hostnames,
                     )
                 )
-
-
-def _modifiers(data: Mapping[str, Json], key: str, where: str) -> tuple[HeaderModifier, ...]:
-    modifiers: tuple[HeaderModifier, ...] = wire.decode(
-        tuple[HeaderModifier, ...], data.get(key, []), f"{where}.{key}"
-    )
-    return modifiers
-
-
-_PATH_KINDS = {kind.value: kind for kind in PathKind}
-
-
-def _compiled(data: Json, where: str) -> CompiledMatch:
-    match: Match | None = None
-    if type(data) is dict and data.keys() == {"path"}:  # the common case, decoded directly
-        path = data["path"]
-        if type(path) is dict and path.keys() == {"kind", "value"} and type(path["value"]) is str:
-            kind = _PATH_KINDS.get(path["kind"])
-            if kind is not None:
-                match = Match(PathMatch(kind, path["value"]))
-    if match is None:
-        match = wire.decode(Match, data, where)
-    try:
-        return compile_match(match)
-    except re.error as exc:
-        raise wire.error(where, f"invalid regular expression: {exc}") from exc

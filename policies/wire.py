@@ -1,6 +1,7 @@
 """Model dataclasses ⇄ plain JSON values, field by field, with precise errors. Pure.
 
-The value codec under `policies.snapshot`: `plain` writes a frozen model value (dataclasses,
+The value codec under `policies.snapshot`: `endpoint_rows` and `endpoints` carry the bulk of a
+snapshot as compact rows; `plain` writes a frozen model value (dataclasses,
 enums, tuples, scalars) leaving out fields at their default; `decode` rebuilds it from its type
 hints and names the offending field (`routes[3].rules[0].settings.timeouts.request_s: must be
 float, got str 'fast'`) in a SnapshotError.
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from policies.errors import SnapshotError
-from policies.model import Match, Origin, Problem
+from policies.model import HeaderModifier, Match, Origin, PathKind, PathMatch, Problem
+from policies.table import CompiledMatch, Endpoint, compile_match
 
 WIRE = Origin("<snapshot>", 0, 0)
 
@@ -44,6 +47,61 @@ def plain_match(match: Match) -> Json:
 def compact(fields: dict[str, Json]) -> dict[str, Json]:
     """`fields` without its empty lists and None values (the reader's defaults)."""
     return {k: v for k, v in fields.items() if v is not None and v != []}
+
+
+def endpoint_rows(found: Iterable[Endpoint]) -> tuple[list[Json], dict[int, int]]:
+    """The distinct endpoints of `found` as sorted `[host, port, cluster, zone?, ready?]` rows,
+    and each object's row number by `id()`.
+
+    Endpoints are the bulk of a snapshot (tens of thousands), hence rows rather than objects, and
+    identities first: the compiler shares Endpoint objects, and hashing an int is cheaper than
+    hashing a dataclass. Equal endpoints get one row whatever objects carry them, and the order
+    (cluster, host, port, zone, ready) depends on content only.
+    """
+    by_id = {id(e): e for e in found}
+    keys = {
+        i: (e.cluster, e.host, e.port, e.zone or "", e.ready, e.zone is None)
+        for i, e in by_id.items()
+    }
+    order = sorted(set(keys.values()))
+    numbers = {key: n for n, key in enumerate(order)}
+    rows: list[Json] = []
+    for cluster, host, port, zone, ready, no_zone in order:
+        if not ready:
+            rows.append([host, port, cluster, None if no_zone else zone, False])
+        elif not no_zone:
+            rows.append([host, port, cluster, zone])
+        else:
+            rows.append([host, port, cluster])
+    return rows, {i: numbers[key] for i, key in keys.items()}
+
+
+def endpoints(rows: Json) -> list[Endpoint]:
+    """`endpoint_rows`' rows as Endpoints, in a tight loop (no per-field type dispatch)."""
+    if type(rows) is not list:
+        raise error("endpoints", f"must be a list, got {type(rows).__name__}")
+    decoded = []
+    for i, row in enumerate(rows):
+        size = len(row) if type(row) is list else 0
+        if 3 <= size <= 5:
+            host, port, cluster = row[0], row[1], row[2]
+            zone = row[3] if size > 3 else None
+            ready = row[4] if size > 4 else True
+            if (
+                type(host) is str
+                and type(port) is int
+                and type(cluster) is str
+                and (zone is None or type(zone) is str)
+                and type(ready) is bool
+            ):
+                decoded.append(Endpoint(host, port, cluster, zone, ready))
+                continue
+        raise error(
+            f"endpoints[{i}]",
+            f"must be [host: str, port: int, cluster: str, zone: str | null, ready: bool]"
+            f" without its trailing defaults, got {row!r}",
+        )
+    return decoded
 
 
 _FIELDS: dict[type, tuple[tuple[str, object], ...]] = {}
@@ -147,3 +205,31 @@ def decode_scalar(tp: Any, value: Json, where: str) -> Any:
         name = getattr(tp, "__name__", str(tp))
         raise error(where, f"must be {name}, got {type(value).__name__} {value!r}")
     return float(value) if tp is float else value
+
+
+def modifiers(data: Mapping[str, Json], key: str, where: str) -> tuple[HeaderModifier, ...]:
+    """The header filters under `data[key]` (none when absent)."""
+    modifiers: tuple[HeaderModifier, ...] = decode(
+        tuple[HeaderModifier, ...], data.get(key, []), f"{where}.{key}"
+    )
+    return modifiers
+
+
+_PATH_KINDS = {kind.value: kind for kind in PathKind}
+
+
+def compiled_match(data: Json, where: str) -> CompiledMatch:
+    """A candidate's match from the wire, compiled; the common path-only match decoded directly."""
+    match: Match | None = None
+    if type(data) is dict and data.keys() == {"path"}:  # the common case, decoded directly
+        path = data["path"]
+        if type(path) is dict and path.keys() == {"kind", "value"} and type(path["value"]) is str:
+            kind = _PATH_KINDS.get(path["kind"])
+            if kind is not None:
+                match = Match(PathMatch(kind, path["value"]))
+    if match is None:
+        match = decode(Match, data, where)
+    try:
+        return compile_match(match)
+    except re.error as exc:
+        raise error(where, f"invalid regular expression: {exc}") from exc

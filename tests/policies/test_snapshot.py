@@ -19,10 +19,12 @@ from policies.model import (
     ClusterWeight,
     Filter,
     FilterKind,
+    HealthCheck,
     MemberCluster,
     OutlierDetection,
     PathModifier,
     PathModifierKind,
+    PolicySet,
     RateLimit,
     RequestMirror,
     RequestRedirect,
@@ -36,7 +38,7 @@ from policies.model import (
     UpstreamTLS,
     URLRewrite,
 )
-from policies.table import Backend, HostRoutes, RoutingTable
+from policies.table import Backend, Endpoint, HostRoutes, Inventory, RoutingTable, compile_table
 from tests.policies.routing_builders import (
     API,
     EAST,
@@ -371,3 +373,62 @@ def test_a_bad_path_match_is_named(path: dict[str, Any]) -> None:
     edit("{split}.matches[0][1]", {"path": path})(wire)
     with pytest.raises(SnapshotError, match=rf"{re.escape(where)}\.matches\[0\]\.path"):
         snapshot.load(resign(wire))
+
+
+def test_encoded_bytes_are_the_dump_and_are_verified_as_received() -> None:
+    t = rich_table()
+    body = snapshot.encode(t)
+    assert json.loads(body) == json.loads(json.dumps(snapshot.dump(t)))
+    snapshot.checksum(compile_routes())  # the canonical JSON kept is now another table's
+    assert snapshot.encode(t) == body
+    assert snapshot.loads(body) == t
+    # Another layout of the same document is verified by encoding it again.
+    assert snapshot.loads(json.dumps(snapshot.dump(t), indent=1).encode()) == t
+    tampered = body.replace(b'"x-s"', b'"x-z"')
+    assert tampered != body
+    with pytest.raises(SnapshotError, match=r"checksum: must be '[0-9a-f]{64}' for this content"):
+        snapshot.loads(tampered)
+
+
+def test_endpoint_rows_carry_zone_and_readiness_and_equal_endpoints_once() -> None:
+    found = (
+        Endpoint("127.0.1.4", 80, "east", zone="", ready=False),
+        Endpoint("127.0.1.1", 80, "east"),
+        Endpoint("127.0.1.2", 80, "east", zone="e1"),
+        Endpoint("127.0.1.3", 80, "east", ready=False),
+        Endpoint("127.0.1.1", 80, "east"),  # equal to the second, another object
+    )
+    checked = dataclasses.replace(EAST, health_check=HealthCheck(path="/ready", interval_s=2))
+    policies = PolicySet(routes=(route("r", [HOST]),), clusters=(checked,))
+    t = compile_table(policies, Inventory({("east", WEB): found}), version=1)
+    wire = json.loads(snapshot.encode(t))
+    assert wire["endpoints"] == [
+        ["127.0.1.1", 80, "east"],
+        ["127.0.1.2", 80, "east", "e1"],
+        ["127.0.1.3", 80, "east", None, False],
+        ["127.0.1.4", 80, "east", "", False],
+    ]
+    (target,) = wire["backends"]["shop/web:80"]["targets"]
+    assert target["endpoints"] == [3, 0, 1, 2, 0]
+    assert target["health_check"] == {"path": "/ready", "interval_s": 2}
+    assert snapshot.load(wire) == t
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        pytest.param("x", "endpoints: must be a list, got str", id="not-a-list"),
+        pytest.param([["h", 80]], "endpoints[0]: must be [host", id="short"),
+        pytest.param([["h", 80, "c", None, True, 1]], "endpoints[0]: must be [host", id="long"),
+        pytest.param(["h"], "endpoints[0]: must be [host", id="not-a-row"),
+        pytest.param([["h", "80", "c"]], "got ['h', '80', 'c']", id="port-type"),
+        pytest.param([["h", 80, "c", 5]], "endpoints[0]: must be [host", id="zone-type"),
+        pytest.param([["h", 80, "c", None, 1]], "endpoints[0]: must be [host", id="ready-type"),
+    ],
+)
+def test_bad_endpoint_rows_are_named(rows: object, message: str) -> None:
+    wire = json.loads(json.dumps(snapshot.dump(rich_table())))
+    wire["endpoints"] = rows
+    with pytest.raises(SnapshotError) as caught:
+        snapshot.load(resign(wire))
+    assert message in str(caught.value)
