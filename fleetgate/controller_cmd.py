@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from controller import publishing
+from controller.errors import ControllerError
 from fleetgate import controller_kube, process, release_service
 from fleetgate.release_service import ReleaseOptions
 from fleetgate.run import PolicyPipeline
@@ -80,7 +81,11 @@ async def serve(
         publish=publishing.PublishSettings(token=args.token),
         releases=releases.settings,
     )
-    problems = await pipeline.load_first()
+    try:
+        problems = await pipeline.load_first()
+    except ControllerError as exc:  # a damaged release state file
+        print(f"fleetgate controller: {exc}", file=sys.stderr)
+        return 1
     if problems:
         print(f"fleetgate controller: no valid policies in {args.config}:", file=sys.stderr)
         for problem in problems:

@@ -29,6 +29,7 @@ from pathlib import Path
 import aiohttp
 
 from controller import sources
+from controller.errors import ControllerError
 from fleetgate import process, release_service
 from fleetgate.demo_backend import BackendSpec, DemoBackend
 from fleetgate.run import Embedded, PolicyPipeline, RunSettings, add_serving_arguments
@@ -172,7 +173,11 @@ async def demo(args: argparse.Namespace, live: Path) -> int:
             debounce_s=settings.debounce_s,
             releases=settings.releases.settings,
         )
-        problems = await pipeline.load_first()
+        try:
+            problems = await pipeline.load_first()
+        except ControllerError as exc:  # a damaged release state file
+            print(f"fleetgate demo: {exc}", file=sys.stderr)
+            return 1
         if problems:
             for problem in problems:
                 print(problem, file=sys.stderr)

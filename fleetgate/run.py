@@ -223,14 +223,12 @@ class PolicyPipeline:
 
     async def load_first(self) -> tuple[Problem, ...]:
         """Load and publish the first table (with the saved release overlays); returns the
-        errors when there is none to serve."""
+        errors when there is none to serve. Raises `ControllerError` on a damaged release
+        state file (starting without it would move every live weight back to stable)."""
         status = await self.source.load()
         if not status.ok:
             return tuple(p for p in status.problems if p.severity is Severity.ERROR)
-        try:
-            await self.runner.prime()
-        except ControllerError as exc:  # a damaged release state file
-            return (Problem(_where(self.source), "", str(exc)),)
+        await self.runner.prime()
         if self.publisher.latest is None:
             error = self.reconciler.status.last_error or "the policies did not compile"
             return (Problem(_where(self.source), "", error),)
@@ -286,7 +284,11 @@ async def serve(settings: RunSettings, *, stop: asyncio.Event | None = None) -> 
         debounce_s=settings.debounce_s,
         releases=settings.releases.settings,
     )
-    problems = await pipeline.load_first()
+    try:
+        problems = await pipeline.load_first()
+    except ControllerError as exc:
+        print(f"fleetgate run: {exc}", file=sys.stderr)
+        return 1
     if problems:
         print(f"fleetgate run: no valid policies in {settings.directory}:", file=sys.stderr)
         for problem in problems:
