@@ -137,6 +137,9 @@ async def both_until(
     return list(statuses), verdicts
 
 
+# The first run on a fresh machine installs Prometheus in this test's setup (apt can take a
+# minute or two); the test itself takes well under one.
+@pytest.mark.timeout(300)
 async def test_prometheus_and_gateway_counters_give_the_same_verdicts(
     tmp_path: Path, prometheus_binary: str
 ) -> None:
