@@ -18,8 +18,8 @@ Measured:
 * initial sync: controller start → first snapshot holding every endpoint; RSS of the controller
   process before and after (VmRSS, VmHWM from /proc/self/status);
 * compile: the pure pipeline on the synced inputs, median of `--compiles` runs: merge inventory,
-  `compile_table`, `Snapshot.encode` (dump + JSON), and a gateway's decode (`json.loads` +
-  `policies.snapshot.load`) for reference;
+  `compile_table`, `Snapshot.encode` (dump + JSON), and a gateway's decode
+  (`policies.snapshot.loads`) for reference;
 * change → gateways: `--changes` times, one EndpointSlice of a random member and Service gets a
   new endpoint address; from the write (sent to the simulators) to (a) the snapshot carrying it
   being published and (b) every gateway having applied it (the controller's registry: each
@@ -333,7 +333,7 @@ def compile_figures(controller: Any, runs: int) -> dict[str, float]:
         t2 = time.perf_counter()
         snapshot = Snapshot.encode(table)
         t3 = time.perf_counter()
-        wire.load(json.loads(snapshot.body))
+        wire.loads(snapshot.body)  # as gateway.subscriber.decode
         t4 = time.perf_counter()
         for key, spent in zip(samples, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             samples[key].append(spent)
