@@ -59,7 +59,8 @@ def policies(
 ) -> str:
     """Two member clusters with web (v1) and web-v2 (v2) in every namespace of `namespaces`, the
     routes `storefront` (shop.test), `checkout` (bg.test) and `labs` (hdr.test) in each namespace
-    (`<ns>.shop.test`... outside "shop"), all sending `/` to web; then `releases` (YAML docs)."""
+    (hostnames prefixed with "<namespace>." outside shop), all sending `/` to web; then
+    `releases` (YAML documents)."""
     docs = []
     for cluster in ("east", "west"):
         services = []
@@ -353,15 +354,9 @@ def backend_specs() -> dict[str, BackendSpec]:
 
 @contextlib.asynccontextmanager
 async def release_fleet(
-    tmp: Path,
-    releases: str,
-    *,
-    namespaces: Sequence[str] = ("shop",),
-    before_start: Callable[[ReleaseFleet], Any] | None = None,
+    tmp: Path, releases: str, *, namespaces: Sequence[str] = ("shop",)
 ) -> AsyncIterator[ReleaseFleet]:
-    """Backends, the policy directory (with `releases`), the controller and two gateways.
-    `releases` may use `{prometheus}`-free text only; `before_start(fleet)` runs (and is
-    awaited if it returns an awaitable) after the backends and ports exist, before any process."""
+    """Backends, the policy directory (see `policies`), the controller and two gateways."""
     backends = {name: DemoBackend(spec) for name, spec in backend_specs().items()}
     controller_port, api_port = free_port(), free_port()
     admins = [f"127.0.0.1:{free_port()}" for _ in range(2)]
@@ -397,10 +392,6 @@ async def release_fleet(
             tokens=tokens,
             admins=admins,
         )
-        if before_start is not None:
-            started = before_start(fleet)
-            if asyncio.iscoroutine(started):
-                await started
         stack.push_async_callback(_close_all, fleet)
         fleet.gateways = [
             FleetgateProcess(gateway_args(controller_port, admin, n, tmp), tmp / f"gw{n}.log")
