@@ -72,7 +72,6 @@ class Exchange:
         "forwarded_for",
         "forwarded_host",
         "forwarded_proto",
-        "head",
         "head_request",
         "headers",
         "host",
@@ -145,7 +144,6 @@ class Exchange:
         self.up_head = b""
         self.retried = False
         # retries (gateway.retrying)
-        self.head: RequestHead | None = None  # kept for the retry's endpoint pick
         self.tries = 0  # upstream attempts started; 0 once settled (or never forwarded)
         self.tried: list[Endpoint] = []
         self.overall = INF  # the rule's request timeout, retries included
@@ -194,33 +192,45 @@ class Exchange:
         else:
             path, query = target, b""  # asterisk-form (OPTIONS *)
         host = down.routing_host(self.host)
-        method = _METHODS.get(self.method) or self.method.decode("latin-1")
-        head = RequestHead(
-            method,
-            host,
-            path.decode("latin-1"),
-            query.decode("latin-1"),
-            HeaderView(self.headers, self.host),
-            down.listener.scheme,
-            down.listener.port,
-        )
-        ctx = down.ctx
-        decision = ctx.router.decide(head)
+        text_path = path.decode("latin-1")
+        router = down.ctx.router
+        # Most requests are settled by host and path (memoized): no RequestHead to build, which
+        # costs more than the rest of routing (a frozen dataclass and its header view).
+        decision = router.decide_path(host, text_path)
+        head = None
+        if decision is None:
+            head = self._head(host, text_path, query)
+            decision = router.decide(head)
         self.decided = decision
         if isinstance(decision, Forward):
-            self._forward(decision, head, query)
+            self._forward(decision, head, text_path, query)
         elif isinstance(decision, Redirect):
             self._redirect(decision)
         else:
             self.reply(decision.status, decision.reason)
 
-    def _forward(self, fwd: Forward, head: RequestHead, query: bytes) -> None:
+    def _head(self, host: str, path: str, query: bytes) -> RequestHead:
+        """The request as `policies.matching` sees it."""
+        listener = self.down.listener
+        return RequestHead(
+            _METHODS.get(self.method) or self.method.decode("latin-1"),
+            host,
+            path,
+            query.decode("latin-1"),
+            HeaderView(self.headers, self.host),
+            listener.scheme,
+            listener.port,
+        )
+
+    def _forward(self, fwd: Forward, head: RequestHead | None, path: str, query: bytes) -> None:
         ctx = self.down.ctx
         key: str | None = None
         minted: HeaderModifier | None = None
         if fwd.settings.affinity is not None:
+            if head is None:
+                head = self._head(self.down.routing_host(self.host), path, query)
             fwd, key, minted = affinity.stick(fwd, head)  # sticky backend, cluster, endpoint
-        endpoint = ctx.router.pick(fwd.backend, fwd.settings, head, key)
+        endpoint = ctx.router.pick(fwd.backend, fwd.settings, key)
         if endpoint is None:
             self.reply(503, "no_healthy_backend")
             return
@@ -228,7 +238,6 @@ class Exchange:
             return  # replied 429 rate_limited or 503 circuit_open
         self.forward = fwd
         self.endpoint = endpoint
-        self.head = head
         self.tried.append(endpoint)
         timeouts = fwd.settings.timeouts
         retrying.begin(self, fwd.settings, ctx.now)  # per-try and overall deadlines
@@ -237,12 +246,12 @@ class Exchange:
         self.response_modifiers = fwd.response_headers
         if minted is not None:
             self.response_modifiers += (minted,)  # the new client's affinity cookie
-        if fwd.path != head.path:
+        if fwd.path != path:
             target = fwd.path.encode("latin-1")
             self.target = target + b"?" + query if query else target
         self.up_head = self._upstream_head(fwd, endpoint)
         if fwd.mirrors and self.upgrade is None:
-            ctx.mirrors.consider(self, fwd, head)
+            ctx.mirrors.consider(self, fwd)
         ctx.pools.send(self, endpoint, timeouts.connect_s)
 
     def _upstream_head(self, fwd: Forward, endpoint: Endpoint) -> bytes:

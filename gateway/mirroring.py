@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from gateway.context import ProxyContext
 from gateway.errors import UpstreamConnectError
 from gateway.exchange import BODY_NONE, Exchange
-from policies.matching import Forward, RequestHead
+from policies.matching import Forward
 from policies.model import HeaderModifier
 from policies.table import Endpoint
 
@@ -122,14 +122,14 @@ class Mirrors:
         self.ctx = ctx
         self.inflight: set[MirrorCopy] = set()
 
-    def consider(self, ex: Exchange, fwd: Forward, head: RequestHead) -> None:
+    def consider(self, ex: Exchange, fwd: Forward) -> None:
         """Roll each of the decision's mirrors; send or arrange the copies that win."""
         ctx = self.ctx
         targets: list[Endpoint] = []
         for mirror in fwd.mirrors:
             if random.random() * 100.0 >= mirror.percent:
                 continue
-            endpoint = ctx.router.pick(mirror.backend, fwd.settings, head)
+            endpoint = ctx.router.pick(mirror.backend, fwd.settings)
             if endpoint is None:
                 ctx.counters.mirror_dropped += 1
                 continue

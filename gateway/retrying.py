@@ -165,8 +165,7 @@ def failed(
         return False
     if not _allowed(ex, policy, failure, status):
         return False
-    assert ex.head is not None
-    endpoint = ctx.router.repick(fwd.backend, fwd.settings, ex.head, ex.tried)
+    endpoint = ctx.router.repick(fwd.backend, fwd.settings, ex.tried)
     if endpoint is None:
         return False
     up = ex.up

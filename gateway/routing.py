@@ -62,24 +62,18 @@ class EndpointPicker(Protocol):
     """Chooses the endpoint for one forwarded request (tiers, weights, health, affinity)."""
 
     def pick(
-        self,
-        backend: Backend,
-        settings: TrafficSettings,
-        head: RequestHead,
-        key: str | None = None,
+        self, backend: Backend, settings: TrafficSettings, key: str | None = None
     ) -> Endpoint | None:
         """An endpoint of `backend`, or None when nothing can take the request (503).
 
         `key` is the client's affinity key (`gateway.affinity`): the same key gets the same
-        cluster and endpoint for as long as they stay in rotation.
+        cluster and endpoint for as long as they stay in rotation. The request itself is not
+        an argument: most requests are decided without building a `RequestHead`
+        (`policies.matching.decide_path`); what a pick needs from it comes as `key`.
         """
 
     def repick(
-        self,
-        backend: Backend,
-        settings: TrafficSettings,
-        head: RequestHead,
-        tried: Sequence[Endpoint],
+        self, backend: Backend, settings: TrafficSettings, tried: Sequence[Endpoint]
     ) -> Endpoint | None:
         """The endpoint for a retry after `tried` (the last one failed): see `policies.retries`."""
 
@@ -143,11 +137,7 @@ class BalancingPicker:
         self._version = health.version
 
     def pick(
-        self,
-        backend: Backend,
-        settings: TrafficSettings,
-        head: RequestHead,
-        key: str | None = None,
+        self, backend: Backend, settings: TrafficSettings, key: str | None = None
     ) -> Endpoint | None:
         entry = self._entry(backend)
         only = entry[2]
@@ -172,11 +162,7 @@ class BalancingPicker:
         return balancing.choose_endpoint(algorithm, pick, draw)
 
     def repick(
-        self,
-        backend: Backend,
-        settings: TrafficSettings,
-        head: RequestHead,
-        tried: Sequence[Endpoint],
+        self, backend: Backend, settings: TrafficSettings, tried: Sequence[Endpoint]
     ) -> Endpoint | None:
         """Another endpoint of the same cluster first, then another cluster (next tier when the
         tried ones were all of the first), then anything again (`policies.retries.next_pick`)."""
@@ -257,23 +243,19 @@ class Router:
         self.holder = holder
         self.picker = picker
 
+    def decide_path(self, host: str, path: str) -> Decision | None:
+        """The decision when host and path settle it (`policies.matching.decide_path`)."""
+        return matching.decide_path(self.holder.current, host, path)
+
     def decide(self, head: RequestHead) -> Decision:
         return matching.decide(self.holder.current, head, roll=random.random())
 
     def pick(
-        self,
-        backend: Backend,
-        settings: TrafficSettings,
-        head: RequestHead,
-        key: str | None = None,
+        self, backend: Backend, settings: TrafficSettings, key: str | None = None
     ) -> Endpoint | None:
-        return self.picker.pick(backend, settings, head, key)
+        return self.picker.pick(backend, settings, key)
 
     def repick(
-        self,
-        backend: Backend,
-        settings: TrafficSettings,
-        head: RequestHead,
-        tried: Sequence[Endpoint],
+        self, backend: Backend, settings: TrafficSettings, tried: Sequence[Endpoint]
     ) -> Endpoint | None:
-        return self.picker.repick(backend, settings, head, tried)
+        return self.picker.repick(backend, settings, tried)

@@ -103,6 +103,7 @@ Decision = Forward | Redirect | Reject
 
 NO_ROUTE = Reject(404, "no_route")
 DECISION_MEMO_SIZE = 4096  # decisions a table remembers (see `decide`); emptied when full
+_MISS = Reject(0, "not memoized")  # never stored: `decide_path`'s memo probe default
 
 
 def decide(table: RoutingTable, head: RequestHead, *, roll: float) -> Decision:
@@ -128,6 +129,50 @@ def decide(table: RoutingTable, head: RequestHead, *, roll: float) -> Decision:
             memo.clear()
         memo[key] = decision
     return decision
+
+
+def decide_path(table: RoutingTable, host: str, path: str) -> Decision | None:
+    """What `decide` answers for every request to `host` and `path`, when nothing else can
+    change it; None when something can (then build the whole `RequestHead` and call `decide`).
+
+    It is known from the path alone when the first rule whose path test passes matches on the
+    path alone (no method, header or query condition) and neither redirects (the Location
+    depends on scheme, port and query) nor splits traffic (a roll); or when no rule serves the
+    path (404). The answer, None included, is memoized in the table: a gateway asks this first
+    and skips building a `RequestHead` for most requests.
+    """
+    memo = table.path_decisions
+    key = (host, path)
+    decision = memo.get(key, _MISS)
+    if decision is _MISS:
+        decision = _path_decision(table, host, path)
+        if len(memo) >= DECISION_MEMO_SIZE:
+            memo.clear()
+        memo[key] = decision
+    return decision
+
+
+def _path_decision(table: RoutingTable, host: str, path: str) -> Decision | None:
+    entry = table.lookup(host)
+    if entry is None:
+        return NO_ROUTE
+    for code, value, n, path_only, rule in entry.for_path(path):
+        if code == PATH_PREFIX:
+            if not path.startswith(value) or (len(path) > n and path[n] != "/"):
+                continue
+        elif code == PATH_EXACT:
+            if path != value:
+                continue
+        else:
+            regex = rule.match.path_regex
+            if regex is None or regex.fullmatch(path) is None:
+                continue
+        # `first_match` stops here or at a later rule, depending on the rest of the request
+        # unless this rule matches on the path alone.
+        if not path_only or rule.redirect is not None or len(rule.backends) != 1:
+            return None
+        return act(rule, RequestHead("", host, path), roll=0.0)  # reads only the path here
+    return NO_ROUTE
 
 
 def first_match(entry: HostRoutes, head: RequestHead) -> CompiledRule | None:

@@ -322,10 +322,16 @@ class RoutingTable:
     decisions: dict[tuple[int, str], Decision] = dataclasses.field(
         init=False, repr=False, compare=False
     )
+    # `policies.matching.decide_path`'s memo: (host, path) -> the decision, or None when the
+    # request's method, headers, query or a roll can change it.
+    path_decisions: dict[tuple[str, str], Decision | None] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "wildcard_index", dict(self.wildcards))
         object.__setattr__(self, "decisions", {})
+        object.__setattr__(self, "path_decisions", {})
 
     def lookup(self, host: str) -> HostRoutes | None:
         """The index entry serving `host` (lower-cased, port stripped), or None."""

@@ -1,10 +1,31 @@
-"""The table's memo of path-only decisions: the same answers as without it, and bounded."""
+"""The table's memos: path-only decisions give fresh decisions' answers and stay bounded;
+`decide_path` settles a request by host and path exactly when nothing else could change it."""
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from policies import matching
-from policies.matching import Forward
-from tests.policies.routing_builders import compile_routes, head, prefix, route, rule
+from policies.matching import Decision, Forward, RequestHead
+from policies.model import BackendRef, Filter, FilterKind, RequestRedirect, Route
+from tests.policies.routing_builders import (
+    API,
+    HOST,
+    WEB,
+    compile_routes,
+    head,
+    header,
+    prefix,
+    regex,
+    route,
+    rule,
+)
+from tests.policies.test_precedence_properties import CLUSTERS, ROLLS, requests, route_sets
+
+
+def redirect() -> Filter:
+    return Filter(FilterKind.REQUEST_REDIRECT, request_redirect=RequestRedirect(hostname="new"))
 
 
 def test_memoized_decisions_equal_fresh_ones_and_the_memo_stays_bounded() -> None:
@@ -16,3 +37,46 @@ def test_memoized_decisions_equal_fresh_ones_and_the_memo_stays_bounded() -> Non
     again = [matching.decide(table, head(p), roll=0.9) for p in paths[-5:]]
     assert again == first[-5:]
     assert all(isinstance(d, Forward) and d.path == p for d, p in zip(first, paths, strict=True))
+
+
+@settings(max_examples=150, deadline=None)
+@given(routes=route_sets(), heads=st.lists(requests, min_size=1, max_size=8))
+def test_a_path_decision_is_the_decision_of_every_request_to_that_path(
+    routes: list[Route], heads: list[RequestHead]
+) -> None:
+    table = compile_routes(*routes, clusters=CLUSTERS)
+    for request in heads:
+        settled = matching.decide_path(table, request.host, request.path)
+        if settled is not None:
+            for roll in ROLLS:
+                assert matching.decide(table, request, roll=roll) == settled
+
+
+def test_host_and_path_settle_only_path_only_single_backend_rules() -> None:
+    split = (BackendRef(WEB, weight=1), BackendRef(API, weight=1))
+    table = compile_routes(
+        route("canary", [HOST], rule(prefix("/beta", headers=(header("x-canary", "1"),)))),
+        route("split", [HOST], rule(prefix("/split"), backends=split)),
+        route("moved", [HOST], rule(prefix("/old"), filters=(redirect(),), backends=())),
+        route("files", [HOST], rule(regex("/files/[a-z]+"))),
+        route("web", [HOST], rule(prefix("/shop"))),
+    )
+
+    def settled(path: str, host: str = HOST) -> Decision | None:
+        return matching.decide_path(table, host, path)
+
+    assert settled("/beta/x") is None  # a header can change it
+    assert settled("/split") is None  # a roll can
+    assert settled("/old/page") is None  # the Location depends on the query and listener
+    assert settled("/files/abc") == matching.decide(table, head("/files/abc"), roll=0.5)
+    assert settled("/shop/cart") == matching.decide(table, head("/shop/cart"), roll=0.5)
+    assert settled("/nothing") is matching.NO_ROUTE
+    assert settled("/shop", host="elsewhere.test") is matching.NO_ROUTE
+    assert (HOST, "/beta/x") in table.path_decisions  # undecidable answers are memoized too
+
+
+def test_the_path_memo_stays_bounded() -> None:
+    table = compile_routes(route("web", [HOST], rule(prefix("/"))))
+    for i in range(matching.DECISION_MEMO_SIZE + 10):
+        matching.decide_path(table, HOST, f"/item/{i}")
+    assert len(table.path_decisions) <= matching.DECISION_MEMO_SIZE
