@@ -97,33 +97,30 @@ async def serve(
     app[PIPELINE] = pipeline
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-        bound = runner.addresses[0]
-        print(
-            f"fleetgate controller: serving snapshots on http://{bound[0]}:{bound[1]}"
-            f" (policies: {args.config})",
-            file=sys.stderr,
-            flush=True,
-        )
-        async with (
-            release_service.operator_api(releases, pipeline.runner, program="fleetgate controller"),
-            asyncio.TaskGroup() as tg,
-        ):
-            tasks = [
-                tg.create_task(feed(), name=f"controller.feed.{i}")
-                for i, feed in enumerate(pipeline.feeders())
-            ]
-            await stop.wait()
-            for task in tasks:
-                task.cancel()
+        async with process.serve_app(app, host, port) as (bound_host, bound_port):
+            print(
+                f"fleetgate controller: serving snapshots on http://{bound_host}:{bound_port}"
+                f" (policies: {args.config})",
+                file=sys.stderr,
+                flush=True,
+            )
+            async with (
+                release_service.operator_api(
+                    releases, pipeline.runner, program="fleetgate controller"
+                ),
+                asyncio.TaskGroup() as tg,
+            ):
+                tasks = [
+                    tg.create_task(feed(), name=f"controller.feed.{i}")
+                    for i, feed in enumerate(pipeline.feeders())
+                ]
+                await stop.wait()
+                for task in tasks:
+                    task.cancel()
     except (OSError, ValueError) as exc:  # an address in use, the API's tokens file
         print(f"fleetgate controller: {exc}", file=sys.stderr)
         return 1
-    finally:
-        await runner.cleanup()
     return 0
 
 

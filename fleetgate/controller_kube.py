@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from fleetgate import process
 from gateway.replica import handle_signals
 
 if TYPE_CHECKING:
@@ -124,13 +125,9 @@ async def serve(settings: KubeModeSettings, host: str, port: int) -> int:
 
         app.router.add_get("/healthz", _healthz)
         app.router.add_get("/readyz", readyz)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
-            bound = runner.addresses[0]
+        async with process.serve_app(app, host, port) as (bound_host, bound_port):
             print(
-                f"fleetgate controller: serving snapshots on http://{bound[0]}:{bound[1]}"
+                f"fleetgate controller: serving snapshots on http://{bound_host}:{bound_port}"
                 f" (Kubernetes mode, id {settings.identity})",
                 file=sys.stderr,
                 flush=True,
@@ -139,8 +136,6 @@ async def serve(settings: KubeModeSettings, host: str, port: int) -> int:
                 running = group.create_task(controller.run(), name="controller.kube")
                 await stop.wait()
                 running.cancel()
-        finally:
-            await runner.cleanup()
     finally:
         await hub.close()
     return 0

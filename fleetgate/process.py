@@ -1,5 +1,5 @@
 """Process set-up for the long-running commands (`run`, `demo`, `gateway`, `controller`): the
-event loop and the log format. I/O: configures logging on stderr.
+event loop, the log format, and serving their aiohttp control apps. I/O: logging on stderr, sockets.
 
 The console script `fleetgate` enters through `fleetgate.cli.main`, not a `__main__` module, so
 the commands choose uvloop here with `asyncio.Runner(loop_factory=uvloop.new_event_loop)` (Python
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 import uvloop
+from aiohttp import web
 
 T = TypeVar("T")
 
@@ -42,3 +44,20 @@ def configure_logging(level: str) -> None:
         force=True,
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application, host: str, port: int) -> AsyncIterator[tuple[str, int]]:
+    """Serve a control-plane app (snapshots, operator API; never the hot path) while inside.
+
+    Yields the bound (host, port), so port 0 works. OSError (address in use) is raised before
+    yielding; the app is cleaned up however the block ends. Signals stay with the caller.
+    """
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        bound = runner.addresses[0]
+        yield bound[0], bound[1]
+    finally:
+        await runner.cleanup()

@@ -26,12 +26,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from aiohttp import web
-
 from controller import api
 from controller.notify import NotifySettings
 from controller.observations import ObservationSettings
 from controller.releases import ReleaseRunner, ReleaseSettings
+from fleetgate import process
 from gateway.admin import split_address
 
 
@@ -142,12 +141,8 @@ async def operator_api(
         yield None
         return
     tokens, one_time = load_tokens(options)
-    app_runner = web.AppRunner(api.build_app(runner, tokens), access_log=None, handle_signals=False)
-    await app_runner.setup()
-    try:
-        host, port = options.api
-        await web.TCPSite(app_runner, host, port, reuse_address=True).start()
-        bound = app_runner.addresses[0]
+    host, port = options.api
+    async with process.serve_app(api.build_app(runner, tokens), host, port) as bound:
         address = f"{bound[0]}:{bound[1]}"
         print(f"{program}: operator API on http://{address}", file=sys.stderr, flush=True)
         if one_time is not None:
@@ -158,5 +153,3 @@ async def operator_api(
                 flush=True,
             )
         yield address
-    finally:
-        await app_runner.cleanup()
