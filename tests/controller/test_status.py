@@ -304,14 +304,18 @@ async def test_the_leader_writes_conditions_and_events(
         assert leader.writer.stats.patches >= 3
 
         # A policy in another namespace claims the hostname: refused, naming the owner.
-        hub.store.upsert(http_route("grab", namespace="other", hostnames=["shop.example.com"]))
+        # creationTimestamp has one-second resolution, so when both were created in the same
+        # second the tie goes to namespace/name order (as in Gateway API): the thief's
+        # namespace sorts after "shop" so that the later object loses either way.
+        thief_ns = "web-team"
+        hub.store.upsert(http_route("grab", namespace=thief_ns, hostnames=["shop.example.com"]))
         await eventually(
             lambda: condition_is(
-                hub, HTTP_ROUTE_KIND, "other", "grab", "Accepted", "False/HostnameConflict"
+                hub, HTTP_ROUTE_KIND, thief_ns, "grab", "Accepted", "False/HostnameConflict"
             ),
             timeout_s=LOADED_S,
         )
-        message = conditions_of(hub, HTTP_ROUTE_KIND, "other", "grab")["Accepted"][2]
+        message = conditions_of(hub, HTTP_ROUTE_KIND, thief_ns, "grab")["Accepted"][2]
         assert "shop/store" in message
 
         def grab_events() -> list[tuple[str, str]]:
