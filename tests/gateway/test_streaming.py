@@ -175,7 +175,15 @@ async def test_a_slow_upstream_pauses_the_client(gateway: StartGateway) -> None:
 
     async with asyncio.TaskGroup() as tasks:
         pushing = tasks.create_task(push())
-        await eventually(lambda: bool(downstream._paused))
+        # Paused with the upstream connected: the client may also pause briefly while the
+        # upstream connection is still being opened, which is not the state under test.
+        await eventually(
+            lambda: (
+                bool(downstream._paused)
+                and downstream._active is not None
+                and downstream._active.up is not None
+            )
+        )
         pushing.cancel()
     active = downstream._active
     assert active is not None
