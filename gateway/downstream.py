@@ -19,6 +19,13 @@ mid-stream for chunked); a head not complete `header_timeout_s` after its first 
 connection that sends nothing that long after accept is closed); connections over
 `max_downstream_connections` are closed at accept. X-Forwarded-For/-Proto/-Host are believed
 only from `trusted_proxies`; headers named `x-gateway-*`/`x-fleetgate-*` are dropped.
+
+Closing while the client may still be sending (a refusal, or an upstream that answered before
+the request body ended) is a lingering close, as nginx does: on Linux, closing a socket with
+unread bytes sends a reset, and a reset can destroy the response in the client's receive
+buffer before the client reads it. So the gateway half-closes after the response, reads and
+drops what still arrives, and closes when the client does, or after `lingering_time_s` in all
+or `lingering_timeout_s` of silence.
 """
 
 from __future__ import annotations
@@ -99,6 +106,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "_held",
         "_host_raw",
         "_host_str",
+        "_linger_until",
         "_max_body",
         "_max_head",
         "_max_headers",
@@ -147,6 +155,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._body_bytes = 0
         self._admitted = False  # counted among the open connections (under the cap)
         self._fresh = True  # no request started yet
+        self._linger_until = 0.0  # lingering close: closed by then at the latest (0: not)
         self.trusted = False  # the peer is a trusted proxy: its X-Forwarded-* are kept
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
@@ -192,6 +201,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self._queue = None
 
     def eof_received(self) -> bool | None:
+        if self._linger_until:
+            return None  # the client finished sending: the lingering close ends
         # A client may half-close after its last request and still read the answer. A spliced
         # (upgraded) connection simply ends, and so does one that stops inside a request.
         if self._active is not None and self._splice is None and self._ex is None:
@@ -409,11 +420,14 @@ class DownstreamProtocol(asyncio.Protocol):
         if ex is not self._active or self.closing:
             return
         if ex.close_after or ctx.draining or ex.upgrade is not None:
-            self.close()
+            if ex.bad is not None or not ex.request_done:
+                self.linger()  # the client may still be sending
+            else:
+                self.close()
             return
         if not ex.request_done:
             if ex.body == BODY_CHUNKED or ex.content_length > DISCARD_BODY_BYTES:
-                self.close()  # not worth reading a long request body nobody will use
+                self.linger()  # not worth reading a long request body nobody will use
             # else the rest of the request is read and dropped; on_message_complete moves on
             return
         self._advance()
@@ -459,6 +473,27 @@ class DownstreamProtocol(asyncio.Protocol):
         if not self.closing:
             self.closing = True
             self.transport.close()  # flushes what is buffered first
+        elif self._linger_until:
+            self._linger_until = 0.0
+            self.transport.close()
+
+    def linger(self) -> None:
+        """Close without a reset destroying the response: half-close once the response is
+        flushed, then read and drop until the client closes or the lingering time is over."""
+        if self.closing:
+            return
+        transport = self.transport
+        self.closing = True
+        self._broken = True  # whatever arrives now is dropped unparsed
+        self._held = None
+        self._linger_until = self.ctx.now + self.ctx.settings.lingering_time_s
+        self.last_seen = self.ctx.now
+        if transport.can_write_eof():
+            transport.write_eof()  # FIN after the buffered response: the client sees the end
+        # A TLS transport cannot half-close; it still reads and drops, and the response is
+        # already complete by its framing (`Connection: close` with a length).
+        self._paused = 0
+        transport.resume_reading()
 
     def _too_large(self) -> None:
         self._refuse("headers_too_large")
@@ -494,6 +529,13 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def check(self, now: float) -> None:
         """Deadlines and idle limits, called by the gateway's tick."""
+        if self._linger_until:
+            if (
+                now >= self._linger_until
+                or now - self.last_seen > self.ctx.settings.lingering_timeout_s
+            ):
+                self.close()
+            return
         ex = self._active
         if ex is None:
             settings = self.ctx.settings

@@ -75,6 +75,14 @@ class GatewaySettings:
     # any other peer those headers are dropped and replaced by the peer address, the listener's
     # scheme and the Host header (Envoy xff_num_trusted_hops 0).
     trusted_proxies: tuple[str, ...] = ()
+    # Lingering close (nginx's): when the gateway closes a connection whose client may still be
+    # sending (a 400/408/413/431 refusal, an upstream that answered before the request body
+    # ended), it half-closes after the response and reads and drops what still arrives, so the
+    # kernel does not answer those bytes with a reset that can destroy the response before the
+    # client reads it. The connection is closed when the client closes, after
+    # `lingering_time_s` in all, or after `lingering_timeout_s` without a byte (nginx 30 s, 5 s).
+    lingering_time_s: float = 30.0
+    lingering_timeout_s: float = 5.0
     # On drain: readiness fails at once, the listeners stay open this long (so load balancers
     # polling /readyz stop sending first), then close. Kubernetes' readiness period is 10 s.
     drain_delay_s: float = 0.0
