@@ -81,6 +81,11 @@ RESP_DROP = 2  # hop-by-hop
 RESP_CONTENT_LENGTH = 3  # kept; the body is passed through as framed
 RESP_TRANSFER_ENCODING = 4  # hop-by-hop; the gateway re-chunks for the client
 RESP_UPGRADE = 5  # hop-by-hop; a 101 re-adds the upgraded protocol explicitly
+RESP_HEALTH_FAIL = 6  # IMMEDIATE_FAIL_HEADER: a signal to the gateway, removed
+
+# An upstream that answers with this header (any value) asks to be taken out of rotation at
+# once (Envoy's x-envoy-immediate-health-check-fail): gateway.health.HealthMonitor.immediate_fail.
+IMMEDIATE_FAIL_HEADER = b"x-fleetgate-immediate-health-check-fail"
 
 RESPONSE_SPECIAL: dict[bytes, int] = {
     b"connection": RESP_CONNECTION,
@@ -93,6 +98,7 @@ RESPONSE_SPECIAL: dict[bytes, int] = {
     b"proxy-authenticate": RESP_DROP,
     b"proxy-authorization": RESP_DROP,
     b"content-length": RESP_CONTENT_LENGTH,
+    IMMEDIATE_FAIL_HEADER: RESP_HEALTH_FAIL,
 }
 
 # Header names as clients and servers usually spell them, mapped to their kind, so the common

@@ -15,6 +15,11 @@ that run in a TaskGroup this monitor owns. The decisions are `policies.health` (
   before its listener closes.
 * `record` after every upstream attempt of a rule with `outlier_detection`: consecutive gateway
   errors eject inline; `sweep` (the gateway's tick) ends ejections by time and decays.
+* An endpoint that is out is probed every `unhealthy_interval_s` when set (Envoy's
+  `unhealthy_interval`), else every `interval_s`.
+* A live response carrying `x-fleetgate-immediate-health-check-fail` (Envoy's
+  `x-envoy-immediate-health-check-fail`) takes its endpoint out at once, when the endpoint is
+  actively checked (`immediate_fail`; the header is removed before the client sees it).
 * `healthy` is the `gateway.routing.HealthView` the balancer reads; `version` changes whenever
   an answer of `healthy` may have, so cached backend views are rebuilt.
 """
@@ -180,7 +185,21 @@ class HealthMonitor:
                 raise
             except Exception:  # task top level: a bug must not stop the other probe loops
                 log.exception("health probe failed endpoint=%s", key)
-            await asyncio.sleep(health.probe_delay_s(check, random.random()))
+            state = self._active.get(key)
+            healthy = state is None or state.healthy
+            await asyncio.sleep(health.probe_delay_s(check, random.random(), healthy=healthy))
+
+    def immediate_fail(self, key: str) -> None:
+        """An upstream answered live traffic with `IMMEDIATE_FAIL_HEADER`: the endpoint leaves
+        rotation at once, as a rejected probe would, and comes back by `healthy_threshold`
+        passing probes. Only for actively checked endpoints (Envoy's rule): without probes
+        nothing would ever bring it back."""
+        checked = self._checks.get(key)
+        if checked is None:
+            return
+        if self._active.get(key, _TRUSTED).healthy:
+            log.info("endpoint asked to be taken out endpoint=%s", key)
+        self._observe(key, checked[1], health.ProbeResult.REJECTED)
 
     def _observe(self, key: str, check: HealthCheck, result: health.ProbeResult) -> None:
         state = self._active.get(key, _TRUSTED)

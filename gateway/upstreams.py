@@ -259,6 +259,11 @@ class UpstreamConnection(asyncio.Protocol):
                 self._conn_values.append(value)
         elif kind == h.RESP_UPGRADE:
             self._upgrade = value
+        elif kind == h.RESP_HEALTH_FAIL:
+            monitor = self.ctx.health
+            if monitor is not None:
+                pool = self.pool
+                monitor.immediate_fail(f"{pool.address}@{pool.cluster}")  # Endpoint.id
 
     def on_headers_complete(self) -> None:
         self._body = True

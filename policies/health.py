@@ -14,7 +14,8 @@ The gateway probes each endpoint (`model.HealthCheck`) and feeds every outcome t
   on its health path before its listener closes; an `x-…-immediate-health-check-fail` style
   response header on live traffic can be fed in as `REJECTED` too.
 
-`probe_delay_s` spaces probes with jitter so that gateways started together do not probe in step.
+`probe_delay_s` spaces probes with jitter so that gateways started together do not probe in step,
+and at `unhealthy_interval_s` for an endpoint that is out.
 """
 
 from __future__ import annotations
@@ -71,6 +72,13 @@ def observe(
     return new, new.healthy != state.healthy
 
 
-def probe_delay_s(check: HealthCheck, roll: float) -> float:
-    """Seconds until the next probe: the interval plus up to `jitter_percent` of it."""
-    return check.interval_s * (1.0 + check.jitter_percent / 100.0 * roll)
+def probe_delay_s(check: HealthCheck, roll: float, *, healthy: bool = True) -> float:
+    """Seconds until the next probe: the interval plus up to `jitter_percent` of it.
+
+    An endpoint that is out waits `unhealthy_interval_s` instead when it is set (Envoy's
+    `unhealthy_interval`): shorter brings a recovered endpoint back sooner, longer spares a
+    dead cluster the probes."""
+    interval = check.interval_s
+    if not healthy and check.unhealthy_interval_s is not None:
+        interval = check.unhealthy_interval_s
+    return interval * (1.0 + check.jitter_percent / 100.0 * roll)

@@ -269,7 +269,11 @@ MEMBER_CLUSTER_SPEC = Obj(
             Obj(
                 {
                     "path": Field(Str(pattern=r"/.*", hint='a path starting with "/"')),
-                    "interval": Field(Duration()),
+                    "interval": Field(Duration(), doc="Between probes (5s)."),
+                    "unhealthyInterval": Field(
+                        Duration(),
+                        doc="Between probes of an endpoint that is out; defaults to interval.",
+                    ),
                     "timeout": Field(Duration()),
                     "jitterPercent": Field(PERCENT),
                     "unhealthyThreshold": Field(Int(1)),

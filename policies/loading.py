@@ -233,6 +233,7 @@ def _member_cluster(spec: Fields, name: str, metadata: Fields, origin: Origin) -
             expected_statuses=tuple(check.integers("expectedStatuses"))
             or default.expected_statuses,
             hostname=check.opt_text("hostname"),
+            unhealthy_interval_s=check.opt_number("unhealthyInterval"),
         )
         if check
         else None,

@@ -268,6 +268,8 @@ class HealthCheck:
     healthy_threshold: int = 2
     expected_statuses: tuple[int, ...] = (200,)
     hostname: str | None = None
+    # Between probes of an endpoint that is out (Envoy's unhealthy_interval); None: interval_s.
+    unhealthy_interval_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -259,6 +259,17 @@ def check_cluster(cluster: MemberCluster, at: At) -> list[Problem]:
                     f"spec.services[{i}].ports[{j}].port", f"port {port.port} is listed twice"
                 )
             ports.add(port.port)
+    check = cluster.health_check
+    if check is not None:
+        # 0s would probe in a busy loop (intervals) or fail every probe (timeout).
+        durations = (
+            ("interval", check.interval_s),
+            ("unhealthyInterval", check.unhealthy_interval_s),
+            ("timeout", check.timeout_s),
+        )
+        for name, seconds in durations:
+            if seconds is not None and seconds <= 0:
+                out.error(f"spec.healthCheck.{name}", f"must be more than 0s, got {seconds:g}s")
     return out.problems
 
 

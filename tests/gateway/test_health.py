@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
+from aiohttp import web
+
 from gateway.health import HealthMonitor, probe
 from gateway.server import Gateway
 from policies.table import Endpoint
 from tests.conftest import eventually
+from tests.fakes.upstream import serve_app
 from tests.gateway.conftest import EAST, EAST_2, TEST_SETTINGS, WEST, StartGateway
 from tests.gateway.fleet import FAST_CHECK, Backends, cluster, fetch, fleet_table, session
 
@@ -122,3 +125,87 @@ async def test_the_gateway_prefers_its_own_zone_and_spills_when_it_fails() -> No
             assert set(await _pods(gw, 20)) == {west.pod}
         finally:
             await gw.close()
+
+
+async def test_an_endpoint_that_is_out_is_probed_at_the_unhealthy_interval(
+    gateway: StartGateway,
+) -> None:
+    # A minute between probes of healthy endpoints, 50 ms between probes of one that is out:
+    # the recovery is seen within the test only through unhealthyInterval.
+    check = dataclasses.replace(FAST_CHECK, interval_s=60.0, unhealthy_interval_s=0.05)
+    async with Backends() as backends:
+        one = await backends.start("east", EAST)
+        two = await backends.start("east", EAST_2)
+        one.fail_health()
+        gw = await gateway(fleet_table([cluster("east", [one.address, two.address], check=check)]))
+        monitor = _monitor(gw)
+        await eventually(lambda: monitor.state(_endpoint(one.address)) is not None)
+        assert not monitor.healthy(_endpoint(one.address))
+        probes_of_two = two.health_probes
+        one.fail_health(False)
+        await eventually(lambda: monitor.healthy(_endpoint(one.address)))
+        assert one.health_probes >= 3  # the rejected first probe, then two passes
+        assert two.health_probes == probes_of_two  # the healthy one waits its minute
+
+
+def _signalling_app(name: str) -> web.Application:
+    """An upstream whose live answers carry the immediate-fail header when asked to (`?out`)."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def answer(request: web.Request) -> web.Response:
+        headers = {"x-pod": name}
+        if "out" in request.query:
+            headers["X-Fleetgate-Immediate-Health-Check-Fail"] = "true"
+        return web.Response(text=name, headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/{tail:.*}", answer)
+    return app
+
+
+async def test_a_live_answer_with_the_immediate_fail_header_takes_its_endpoint_out(
+    gateway: StartGateway,
+) -> None:
+    slow_check = dataclasses.replace(FAST_CHECK, interval_s=60.0)  # no probe brings it back
+    runners = []
+    try:
+        addresses = []
+        for name, host in (("one", EAST), ("two", EAST_2), ("unchecked", WEST)):
+            runner, port = await serve_app(_signalling_app(name), host)
+            runners.append(runner)
+            addresses.append(f"{host}:{port}")
+        one, two, unchecked = addresses
+        gw = await gateway(
+            fleet_table(
+                [
+                    cluster("east", [one, two], check=slow_check),
+                    cluster("west", [unchecked], priority=1, check=None),
+                ]
+            )
+        )
+        monitor = _monitor(gw)
+        await eventually(lambda: _passed(monitor, one) and _passed(monitor, two))
+        async with session() as client:
+            seen = set()
+            for _ in range(40):
+                status, headers = await fetch(client, gw.addresses[0], "/?out")
+                assert status == 200
+                assert "x-fleetgate-immediate-health-check-fail" not in headers
+                seen.add(headers["x-pod"])
+                if seen == {"one", "two"}:
+                    break
+            # Both east endpoints asked to leave: out at once, the tier spills to west.
+            assert not monitor.healthy(_endpoint(one))
+            assert not monitor.healthy(_endpoint(two))
+            status, headers = await fetch(client, gw.addresses[0], "/?out")
+            assert headers["x-pod"] == "unchecked"
+            # Not actively checked: the header is removed but changes nothing.
+            assert monitor.healthy(_endpoint(unchecked, "west"))
+            status, headers = await fetch(client, gw.addresses[0], "/")
+            assert headers["x-pod"] == "unchecked"
+    finally:
+        for runner in runners:
+            await runner.cleanup()

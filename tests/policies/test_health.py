@@ -76,3 +76,19 @@ def test_counters_stay_bounded() -> None:
 @pytest.mark.parametrize(("roll", "delay"), [(0.0, 5.0), (0.5, 5.25), (0.999, 5.4995)])
 def test_probe_delay_adds_up_to_the_jitter(roll: float, delay: float) -> None:
     assert health.probe_delay_s(CHECK, roll) == pytest.approx(delay)
+
+
+@pytest.mark.parametrize(
+    ("unhealthy_interval_s", "healthy", "delay"),
+    [
+        pytest.param(None, False, 5.0, id="out-without-the-option-waits-the-interval"),
+        pytest.param(1.0, False, 1.0, id="out-waits-the-unhealthy-interval"),
+        pytest.param(30.0, False, 30.0, id="longer-is-allowed"),
+        pytest.param(1.0, True, 5.0, id="in-waits-the-interval"),
+    ],
+)
+def test_unhealthy_endpoints_wait_the_unhealthy_interval(
+    unhealthy_interval_s: float | None, healthy: bool, delay: float
+) -> None:
+    check = HealthCheck(unhealthy_interval_s=unhealthy_interval_s)
+    assert health.probe_delay_s(check, 0.0, healthy=healthy) == pytest.approx(delay)

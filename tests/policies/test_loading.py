@@ -773,7 +773,8 @@ def test_member_cluster_fields() -> None:
       weight: 7
       kubeconfig: /etc/far.kubeconfig
       tls: {caFile: ca.pem, certFile: c.pem, keyFile: k.pem, serverName: far.internal}
-      healthCheck: {path: /ready, expectedStatuses: [200, 204], hostname: far.internal}
+      healthCheck: {path: /ready, expectedStatuses: [200, 204], hostname: far.internal,
+                    unhealthyInterval: 500ms}
       services:
         - name: web
           ports: [{port: 80, endpoints: ["[::1]:8080"]}]
@@ -789,6 +790,7 @@ def test_member_cluster_fields() -> None:
     assert cluster.health_check is not None
     assert cluster.health_check.expected_statuses == (200, 204)
     assert cluster.health_check.interval_s == 5.0
+    assert cluster.health_check.unhealthy_interval_s == 0.5
     assert cluster.services[0].namespace == "default"
 
 

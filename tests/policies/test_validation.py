@@ -14,6 +14,7 @@ from policies.model import (
     FilterKind,
     HeaderModifier,
     HeaderRoute,
+    HealthCheck,
     Match,
     MemberCluster,
     Origin,
@@ -849,6 +850,23 @@ PROGRAMMATIC = [
         MemberCluster("west", {}, weight=-1, origin=ORIGIN),
         "spec.weight: must be an integer 0..1000000, got -1",
         id="cluster-capacity",
+    ),
+    pytest.param(
+        MemberCluster("west", {}, health_check=HealthCheck(interval_s=0.0), origin=ORIGIN),
+        "spec.healthCheck.interval: must be more than 0s, got 0s",
+        id="health-interval-zero",
+    ),
+    pytest.param(
+        MemberCluster(
+            "west", {}, health_check=HealthCheck(unhealthy_interval_s=0.0), origin=ORIGIN
+        ),
+        "spec.healthCheck.unhealthyInterval: must be more than 0s, got 0s",
+        id="health-unhealthy-interval-zero",
+    ),
+    pytest.param(
+        MemberCluster("west", {}, health_check=HealthCheck(timeout_s=0.0), origin=ORIGIN),
+        "spec.healthCheck.timeout: must be more than 0s, got 0s",
+        id="health-timeout-zero",
     ),
 ]
 
