@@ -350,6 +350,49 @@ class Kind:
         )
 
 
+_RATE_LIMIT = SETTINGS_FIELDS["rateLimit"].shape
+assert isinstance(_RATE_LIMIT, Obj)
+# The gateway config file (`--gateway-config`): limits of the gateway process that the fleet
+# administrator sets, next to the process flags rather than in the policies developers write.
+# Not a policy kind: policy directories refuse it (policies.gatewayconfig reads it).
+GATEWAY_CONFIG_SPEC = Obj(
+    {
+        "circuitBreaker": Field(
+            Obj(
+                {
+                    "maxRequests": Field(
+                        Int(1),
+                        doc="Requests in flight to one backend; more get 503 circuit_open (1024).",
+                    )
+                },
+                name="CircuitBreaker",
+            )
+        ),
+        "namespaceQuotas": Field(
+            ListOf(
+                Obj(
+                    {
+                        "namespace": Field(NAMESPACE, required=True),
+                        **_RATE_LIMIT.fields,
+                    },
+                    name="NamespaceQuota",
+                    doc="Every route of the namespace together: 429 with Retry-After over it.",
+                )
+            )
+        ),
+    },
+    name="GatewayConfigSpec",
+)
+GATEWAY_CONFIG = Obj(
+    {
+        "apiVersion": Field(Str(enum=(FLEETGATE_API,)), required=True),
+        "kind": Field(Str(enum=("GatewayConfig",)), required=True),
+        "metadata": Field(_metadata(namespaced=False), doc="Optional; only for people."),
+        "spec": Field(GATEWAY_CONFIG_SPEC, required=True),
+    },
+    name="GatewayConfig",
+)
+
 KINDS = {
     kind.name: kind
     for kind in (
