@@ -299,6 +299,12 @@ class HubSource:
                     break
             if not self.synced:
                 continue  # the last resource's first LIST sets the event again
+            # A change can land after the debounce timed out but before this task resumes (the
+            # timer and the watch stream's data become ready in the same loop iteration, which
+            # uvloop makes common). It is in the documents taken below, so it must not leave
+            # the event set: that would deliver a second, identical load. Nothing awaits between
+            # the clear and the copy, so every change the event stood for is in this load.
+            self._dirty.clear()
             documents = [doc for docs in self._documents.values() for doc in docs.values()]
             load, self._last_good = await asyncio.to_thread(load_hub, documents, self._last_good)
             self.latest = load
