@@ -13,6 +13,10 @@ The document (JSON, every section always present):
     policies:   [{kind, namespace, name, accepted, held_generation, problems: [text]}]
     reconcile:  the rebuild loop's counters and last error
 
+`dns_section` builds the DNS names' part ({name, used_by, condition: "pending" | "fresh" |
+"stale" | "failed", addresses, ttl_s, answered_at, stale_since, error, failures}); file mode's
+`/status` shows it under `dns.names`.
+
 Each composition (Kubernetes mode, file mode) supplies the document through a `StatusSource`;
 this module only serves it and builds the parts they share.
 """
@@ -25,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from controller.dns import DnsNameStatus
 from controller.publishing import Publisher
 from policies.model import ServiceRef
 from policies.table import Endpoint
@@ -86,3 +91,8 @@ def snapshot_section(publisher: Publisher) -> dict[str, Any]:
 
 def gateways_section(publisher: Publisher) -> list[dict[str, Any]]:
     return [dataclasses.asdict(view) for view in publisher.gateways()]
+
+
+def dns_section(names: Iterable[DnsNameStatus]) -> list[dict[str, Any]]:
+    """One entry per followed DNS name (controller.dns): condition, addresses, error, times."""
+    return [{**dataclasses.asdict(name), "condition": name.condition.value} for name in names]

@@ -20,8 +20,9 @@ from typing import Any
 from aiohttp import web
 
 from controller import publishing
+from controller.dns import DnsSettings
 from controller.errors import ControllerError
-from fleetgate import controller_kube, process, release_service
+from fleetgate import controller_kube, process, release_service, run
 from fleetgate.release_service import ReleaseOptions
 from fleetgate.run import PolicyPipeline
 from gateway.admin import split_address
@@ -44,6 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--token", default=None, help="bearer token gateways must send")
     parser.add_argument("--poll-interval", type=float, default=1.0, metavar="S")
     parser.add_argument("--debounce", type=float, default=0.2, metavar="S")
+    run.add_dns_arguments(parser)  # both modes
     release_service.add_arguments(parser, controller=True)
     controller_kube.add_arguments(parser)
     process.add_log_level(parser)
@@ -57,21 +59,32 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fleetgate controller: {exc}", file=sys.stderr)
         return 2
-    if args.config is None:
-        return process.run(controller_kube.serve(controller_kube.settings_from(args), host, port))
     try:
-        releases = ReleaseOptions.from_args(args, metrics_token=None)
+        dns = run.dns_settings_from(args)
     except ValueError as exc:
         print(f"fleetgate controller: {exc}", file=sys.stderr)
         return 2
-    return process.run(serve(args, host, port, releases))
+    try:
+        releases = ReleaseOptions.from_args(args, metrics_token=None)
+        settings = controller_kube.settings_from(args, releases) if args.config is None else None
+    except ValueError as exc:
+        print(f"fleetgate controller: {exc}", file=sys.stderr)
+        return 2
+    if settings is not None:
+        settings = dataclasses.replace(settings, dns=dns)
+        return process.run(controller_kube.serve(settings, host, port, releases))
+    return process.run(serve(args, host, port, releases, dns))
 
 
 PIPELINE = web.AppKey("pipeline", PolicyPipeline)
 
 
 async def serve(
-    args: argparse.Namespace, host: str, port: int, releases: ReleaseOptions | None = None
+    args: argparse.Namespace,
+    host: str,
+    port: int,
+    releases: ReleaseOptions | None = None,
+    dns: DnsSettings | None = None,
 ) -> int:
     releases = releases or ReleaseOptions()
     pipeline = PolicyPipeline(
@@ -80,6 +93,7 @@ async def serve(
         debounce_s=args.debounce,
         publish=publishing.PublishSettings(token=args.token),
         releases=releases.settings,
+        dns=dns,
     )
     try:
         problems = await pipeline.load_first()
@@ -132,6 +146,7 @@ async def _status(request: web.Request) -> web.Response:
     pipeline = request.app[PIPELINE]
     body: dict[str, Any] = {
         "policy": pipeline.status(),
+        "dns": pipeline.dns_status(),
         "gateways": [dataclasses.asdict(g) for g in pipeline.publisher.gateways()],
     }
     return web.json_response(body)

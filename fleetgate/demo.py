@@ -172,6 +172,7 @@ async def demo(args: argparse.Namespace, live: Path) -> int:
             poll_interval_s=settings.poll_interval_s,
             debounce_s=settings.debounce_s,
             releases=settings.releases.settings,
+            dns=settings.dns,
         )
         try:
             problems = await pipeline.load_first()

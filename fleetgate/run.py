@@ -13,6 +13,11 @@ quiet for `--debounce`; SIGHUP loads at once. An invalid edit is logged with the
 in `/status` under `policy.last_error`, and changes nothing served. At start-up an invalid
 directory is an error (exit 1), as with `nginx -t`: there is no last good table to keep.
 
+DNS endpoints: a MemberCluster service port that names `dns` is resolved by
+`controller.dns.DnsEndpoints` (system resolver, or `--dns-nameserver`), whose answers reach
+reconcile as observed endpoints; a reconcile loop runs so that an answer that changes rebuilds the
+table (debounced like a file edit). `/status` shows each name under `dns.names`.
+
 Releases: a `controller.releases.ReleaseRunner` sits between the file source and reconcile, so
 the tables carry every started release's live weights; `--api`, `--tokens` and `--state` serve
 the operator API and keep release state across restarts (fleetgate.release_service). Built-in
@@ -37,7 +42,8 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import publishing
+from controller import publishing, statusapi
+from controller.dns import DnsEndpoints, DnsSettings
 from controller.errors import ControllerError
 from controller.filesource import FileSource, FileSourceSettings, FileSourceStatus
 from controller.observations import Observations
@@ -93,6 +99,7 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, listen: str) -> No
         "--debounce", type=float, default=0.2, metavar="S", help="quiet time before a reload"
     )
     replica.add_tls_arguments(parser)
+    add_dns_arguments(parser)
     parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="S")
     parser.add_argument(
         "--drain-delay",
@@ -102,6 +109,44 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, listen: str) -> No
         help="on SIGTERM, keep accepting this long after /readyz fails",
     )
     process.add_log_level(parser)
+
+
+def add_dns_arguments(parser: argparse.ArgumentParser) -> None:
+    """How MemberCluster `dns` names are resolved (`run`, `demo`, `controller -c`)."""
+    defaults = DnsSettings()
+    group = parser.add_argument_group("DNS endpoints")
+    group.add_argument(
+        "--dns-nameserver",
+        metavar="IP:PORT",
+        help="ask this server (default: the system resolver, /etc/resolv.conf)",
+    )
+    group.add_argument(
+        "--dns-min-ttl",
+        type=float,
+        default=defaults.min_ttl_s,
+        metavar="S",
+        help="look an answer up again no sooner than this, whatever its TTL",
+    )
+    group.add_argument(
+        "--dns-grace",
+        type=float,
+        default=defaults.grace_s,
+        metavar="S",
+        help="a failing name keeps its last answer this long, then its endpoints go",
+    )
+
+
+def dns_settings_from(args: argparse.Namespace) -> DnsSettings:
+    """`add_dns_arguments`' values; ValueError names the option at fault."""
+    try:
+        return DnsSettings(
+            nameserver=args.dns_nameserver,
+            min_ttl_s=args.dns_min_ttl,
+            max_ttl_s=max(args.dns_min_ttl, DnsSettings().max_ttl_s),
+            grace_s=args.dns_grace,
+        )
+    except ValueError as exc:
+        raise ValueError(f"--dns-*: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -120,6 +165,7 @@ class RunSettings:
     admin_token: str | None = None
     tls_listener: Listener | None = None  # HTTPS listener next to `listen` (--tls-listen)
     releases: ReleaseOptions = dataclasses.field(default_factory=ReleaseOptions)
+    dns: DnsSettings = dataclasses.field(default_factory=DnsSettings)  # MemberCluster `dns` names
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, directory: Path) -> RunSettings:
@@ -144,6 +190,7 @@ class RunSettings:
             releases=ReleaseOptions.from_args(args, metrics_token=args.admin_token)
             if hasattr(args, "api")
             else ReleaseOptions(),
+            dns=dns_settings_from(args),
         )
 
 
@@ -173,7 +220,8 @@ class PolicyPipeline:
     """The embedded controller: policy directory → release runner → reconcile → publisher.
 
     The runner hands reconcile the files with every release's overlay applied and rebuilds at
-    once, so no reconcile loop of its own runs here (nothing else feeds it in file mode).
+    once. DNS answers arrive on their own, so reconcile's loop runs too and rebuilds (debounced)
+    when they change; after a policy load it finds the content published and drops it.
     """
 
     def __init__(
@@ -184,6 +232,7 @@ class PolicyPipeline:
         debounce_s: float,
         publish: PublishSettings | None = None,
         releases: ReleaseSettings | None = None,
+        dns: DnsSettings | None = None,
     ) -> None:
         releases = releases or ReleaseSettings()
         self.publisher = Publisher(publish)
@@ -196,6 +245,9 @@ class PolicyPipeline:
             releases.observations.metrics_urls
         )
         self._refused: Refused = frozenset()  # the source's refused references, passed on
+        # Names in the files are followed from the first load on; answers replace the port's
+        # static entry in reconcile's inventory (docs/controller.md, "DNS endpoints").
+        self.names = DnsEndpoints(dns or DnsSettings(), on_change=self.reconciler.update_inventory)
         self.runner = ReleaseRunner(
             releases,
             self.publisher,
@@ -211,6 +263,7 @@ class PolicyPipeline:
 
     def _deliver(self, policies: PolicySet, refused: Refused) -> None:
         self._refused = refused
+        self.names.update_policies(policies)  # first: a name that left takes its entries along
         self.runner.update_policies(policies)
 
     async def _hand_over(self, policies: PolicySet) -> int | None:
@@ -235,13 +288,17 @@ class PolicyPipeline:
         return ()
 
     def feeders(self) -> list[Feeder]:
-        return [self.source.run, self.runner.run]
+        return [self.source.run, self.runner.run, self.names.run, self.reconciler.run]
 
     def reload_stats(self) -> ReloadStats:
         source, built = self.source.status, self.reconciler.status
         return ReloadStats(
             loads=source.loads, rejected=source.rejected, failures=built.failures, valid=source.ok
         )
+
+    def dns_status(self) -> dict[str, Any]:
+        """The `dns` section of `/status`: one entry per followed name."""
+        return {"names": statusapi.dns_section(self.names.status())}
 
     def status(self) -> dict[str, Any]:
         """The `policy` section of `/status`."""
@@ -283,6 +340,7 @@ async def serve(settings: RunSettings, *, stop: asyncio.Event | None = None) -> 
         poll_interval_s=settings.poll_interval_s,
         debounce_s=settings.debounce_s,
         releases=settings.releases.settings,
+        dns=settings.dns,
     )
     try:
         problems = await pipeline.load_first()
@@ -327,7 +385,7 @@ class Embedded:
                 drain_timeout_s=settings.drain_timeout_s,
                 admin_token=settings.admin_token,
             ),
-            parts={"policy": pipeline.status},
+            parts={"policy": pipeline.status, "dns": pipeline.dns_status},
             reload=pipeline.reload_stats,
         )
         pipeline.metrics_targets = self._own_metrics
@@ -387,7 +445,9 @@ async def _serve_workers(
             )
         )
         view = workers.WorkersView(
-            pool, parts={"policy": pipeline.status}, reload=pipeline.reload_stats
+            pool,
+            parts={"policy": pipeline.status, "dns": pipeline.dns_status},
+            reload=pipeline.reload_stats,
         )
         pipeline.metrics_targets = lambda: (
             [f"http://{view.admin_address}/metrics"] if view.admin_address else []
