@@ -163,9 +163,32 @@ class DnsEndpoints:
             )
         return tuple(out)
 
+    async def prime(self) -> None:
+        """Look every followed name up once, now, so that a first table can carry the answers
+        (as Envoy warms a DNS cluster before its listeners take traffic). Takes at most about
+        `timeout_s`; a name that fails stays pending here, and `run()` retries it at once and
+        reports it. `run()` then asks again when these answers' TTLs run out."""
+        if self._lookups is None:
+            self._lookups = await Lookups.create(self.settings)
+        lookups = self._lookups
+        async with asyncio.TaskGroup() as group:
+            for name in sorted(self._uses, key=str):
+                group.create_task(self._prime(name, lookups), name=f"dns prime {name}")
+
+    async def _prime(self, name: DnsName, lookups: Lookups) -> None:
+        try:
+            async with self._turns:
+                records, ttl_s = await lookups.lookup(name)
+        except LookupFailed:
+            return
+        if name in self._uses and name not in self._states:  # still followed, not yet known
+            self._states[name] = NameState().answered(records, ttl_s, time.monotonic())
+            self._update(name)
+
     async def run(self) -> NoReturn:
         """Resolve every followed name until cancelled."""
-        self._lookups = await Lookups.create(self.settings)
+        if self._lookups is None:
+            self._lookups = await Lookups.create(self.settings)
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -196,6 +219,10 @@ class DnsEndpoints:
 
     async def _follow(self, name: DnsName, stop: asyncio.Event, lookups: Lookups) -> None:
         """Look `name` up, publish what changed, wait for the TTL or the retry; until `stop`."""
+        primed = self._states.get(name)
+        if primed is not None and primed.answered_at is not None and primed.ttl_s is not None:
+            due = refresh_delay(primed.ttl_s, self.settings, self._rng.random())
+            await self._pause(stop, due - (time.monotonic() - primed.answered_at))
         while not stop.is_set():
             try:
                 async with self._turns:
@@ -220,9 +247,14 @@ class DnsEndpoints:
                 delay = refresh_delay(ttl_s, self.settings, self._rng.random())
             self._states[name] = state
             self._update(name)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await stop.wait()
+            await self._pause(stop, delay)
+
+    @staticmethod
+    async def _pause(stop: asyncio.Event, delay: float) -> None:
+        """Wait `delay` seconds, or less if `stop` is set meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(delay, 0.0)):
+                await stop.wait()
 
     def _update(self, name: DnsName) -> None:
         """Publish if the name's live records changed; time the end of a kept answer."""

@@ -281,6 +281,7 @@ class PolicyPipeline:
         status = await self.source.load()
         if not status.ok:
             return tuple(p for p in status.problems if p.severity is Severity.ERROR)
+        await self.names.prime()  # the first table carries the DNS answers (bounded by a timeout)
         await self.runner.prime()
         if self.publisher.latest is None:
             error = self.reconciler.status.last_error or "the policies did not compile"

@@ -324,6 +324,25 @@ async def test_one_broken_name_does_not_hold_up_another(server: FakeDnsServer) -
         assert rig.status(web).condition is NameCondition.FRESH
 
 
+async def test_prime_looks_every_name_up_once_before_run(server: FakeDnsServer) -> None:
+    # What `fleetgate run` does before its first table, so that table carries the answers.
+    server.set_a("web.east.internal", "127.0.1.1", ttl=30)
+    server.fail("servfail", name="api.east.internal")
+    good = DnsName(hostname="web.east.internal", port=8080)
+    bad = DnsName(hostname="api.east.internal", port=8080)
+    rig = Rig(fast(server))
+    rig.names.update_policies(
+        PolicySet(clusters=(*fleet(good).clusters, *fleet(bad, name="west").clusters))
+    )
+    await rig.names.prime()
+    assert rig.addresses() == ["127.0.1.1:8080"]
+    assert rig.addresses("west") == []
+    assert rig.status(good).condition is NameCondition.FRESH
+    assert rig.status(bad).condition is NameCondition.PENDING  # run() retries and reports it
+    assert server.asked("web.east.internal", "A") == 1
+    assert rig.seen[-1] == rig.names.inventory
+
+
 async def test_names_follow_the_policies(server: FakeDnsServer) -> None:
     server.set_a("web.east.internal", "127.0.1.1", ttl=0)
     server.set_a("web2.east.internal", "127.0.1.2", ttl=0)
