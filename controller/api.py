@@ -25,6 +25,14 @@ and for developers a list of namespaces. Admins may do everything; developers ma
 releases and policies in their namespaces only (403 elsewhere) and read the gateway list. A
 missing or unknown token is 401. Every write is logged on the `controller.api.audit` logger with
 its actor and outcome, refusals included.
+
+**Kubernetes mode** (several controller replicas, one leader): only the leader runs releases, so
+only the leader answers the release and policy endpoints. A standby answers them with
+`503 {"error": "not_leader", "leader": <identity or null>}` and a message naming the leader,
+after the same authentication and namespace checks (a standby does not forward: it does not know
+the leader's API address, and a forwarded write could land on a leader that changed meanwhile;
+the CLI shows the message, and the operator retries against the leader). `/api/v1/gateways` is
+answered by every replica.
 """
 
 from __future__ import annotations
@@ -41,7 +49,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from controller import codec
+from controller import codec, errors
+from controller.publishing import Publisher
 from controller.releases import ReleaseNotFound, ReleaseRunner
 from controller.rollbacks import RollbackRefused, UnknownPolicy
 from policies.release_state import Refused
@@ -137,15 +146,28 @@ class Tokens:
         return self._by_digest.get(hash_token(token))
 
 
-RUNNER = web.AppKey("release_runner", ReleaseRunner)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Backend:
+    """What the API serves from: the runner while this replica runs releases (None on a
+    standby), the publisher, and who the leader is (for a standby's 503)."""
+
+    runner: Callable[[], ReleaseRunner | None]
+    publisher: Publisher
+    leader: Callable[[], str | None] = lambda: None
+
+
+BACKEND = web.AppKey("backend", Backend)
 TOKENS = web.AppKey("tokens", Tokens)
 
 Handler = Callable[[web.Request, Principal], Awaitable[web.Response]]
 
 
-def add_routes(app: web.Application, runner: ReleaseRunner, tokens: Tokens) -> None:
-    """Mount the operator API on `app`."""
-    app[RUNNER] = runner
+def add_routes(app: web.Application, backend: ReleaseRunner | Backend, tokens: Tokens) -> None:
+    """Mount the operator API on `app` (a runner: embedded mode, always the one that acts)."""
+    if isinstance(backend, ReleaseRunner):
+        runner = backend
+        backend = Backend(lambda: runner, runner.publisher)
+    app[BACKEND] = backend
     app[TOKENS] = tokens
     get, post = app.router.add_get, app.router.add_post
     get("/api/v1/releases", _authed(_list_releases))
@@ -158,14 +180,22 @@ def add_routes(app: web.Application, runner: ReleaseRunner, tokens: Tokens) -> N
     get("/api/v1/gateways", _authed(_gateways))
 
 
-def build_app(runner: ReleaseRunner, tokens: Tokens) -> web.Application:
+def build_app(backend: ReleaseRunner | Backend, tokens: Tokens) -> web.Application:
     app = web.Application(client_max_size=64 << 10)
-    add_routes(app, runner, tokens)
+    add_routes(app, backend, tokens)
     return app
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
+def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": code, "message": message, **extra}, status=status)
+
+
+class _Refusal(Exception):
+    """Answer the request with this error response (raised by the shared prologue)."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 def _authed(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -178,14 +208,22 @@ def _authed(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]
             if request.method != "GET":
                 audit.info("refused actor=<none> %s %s: unauthorized", request.method, request.path)
             return _error(401, "unauthorized", "a valid bearer token is required")
-        return await handler(request, principal)
+        try:
+            return await handler(request, principal)
+        except _Refusal as refusal:
+            return refusal.response
+        except errors.ControllerError as exc:  # the state could not be saved (Kubernetes mode)
+            audit.info(
+                "failed actor=%s %s %s: %s", principal.name, request.method, request.path, exc
+            )
+            return _error(503, "state_not_saved", f"the release state could not be saved: {exc}")
 
     return wrapper
 
 
-def _forbidden(request: web.Request, principal: Principal, namespace: str) -> web.Response | None:
+def _check_namespace(request: web.Request, principal: Principal, namespace: str) -> None:
     if principal.may(namespace):
-        return None
+        return
     if request.method != "GET":
         audit.info(
             "refused actor=%s %s %s: namespace %s not allowed",
@@ -194,7 +232,44 @@ def _forbidden(request: web.Request, principal: Principal, namespace: str) -> we
             request.path,
             namespace,
         )
-    return _error(403, "forbidden", f"token {principal.name!r} may not use namespace {namespace!r}")
+    raise _Refusal(
+        _error(403, "forbidden", f"token {principal.name!r} may not use namespace {namespace!r}")
+    )
+
+
+async def _runner(request: web.Request, principal: Principal) -> ReleaseRunner:
+    """The runner, loaded; a standby refuses with 503 naming the leader."""
+    backend = request.app[BACKEND]
+    runner = backend.runner()
+    if runner is None:
+        leader = backend.leader()
+        if request.method != "GET":
+            audit.info(
+                "refused actor=%s %s %s: not the leader",
+                principal.name,
+                request.method,
+                request.path,
+            )
+        where = f"the leader is {leader}" if leader else "no leader is elected right now"
+        raise _Refusal(
+            _error(
+                503,
+                "not_leader",
+                f"this controller replica is not the leader ({where}); "
+                "releases are run and changed by the leader only",
+                leader=leader,
+            )
+        )
+    await runner.wait_ready()
+    return runner
+
+
+async def _subject(request: web.Request, principal: Principal) -> tuple[ReleaseRunner, str]:
+    """The prologue of every `{namespace}/{name}` endpoint: the id, the namespace check and the
+    runner (403 and 503 are raised as `_Refusal`)."""
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    _check_namespace(request, principal, namespace)
+    return await _runner(request, principal), f"{namespace}/{name}"
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
@@ -235,8 +310,7 @@ def _integer(params: Mapping[str, Any], name: str) -> int | None:
 
 
 async def _list_releases(request: web.Request, principal: Principal) -> web.Response:
-    runner = request.app[RUNNER]
-    await runner.wait_ready()
+    runner = await _runner(request, principal)
     views = []
     for release_id in runner.release_ids():
         if principal.may(release_id.partition("/")[0]):
@@ -248,29 +322,19 @@ async def _list_releases(request: web.Request, principal: Principal) -> web.Resp
 
 
 async def _release_status(request: web.Request, principal: Principal) -> web.Response:
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
-    denied = _forbidden(request, principal, namespace)
-    if denied is not None:
-        return denied
-    runner = request.app[RUNNER]
-    await runner.wait_ready()
+    runner, release_id = await _subject(request, principal)
     try:
-        return web.json_response(runner.view(f"{namespace}/{name}"))
+        return web.json_response(runner.view(release_id))
     except ReleaseNotFound:
-        return _error(404, "not_found", f"no release {namespace}/{name}")
+        return _error(404, "not_found", f"no release {release_id}")
 
 
 async def _release_history(request: web.Request, principal: Principal) -> web.Response:
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
-    denied = _forbidden(request, principal, namespace)
-    if denied is not None:
-        return denied
-    runner = request.app[RUNNER]
-    await runner.wait_ready()
+    runner, release_id = await _subject(request, principal)
     try:
-        history = runner.history(f"{namespace}/{name}")
+        history = runner.history(release_id)
     except ReleaseNotFound:
-        return _error(404, "not_found", f"no release {namespace}/{name}")
+        return _error(404, "not_found", f"no release {release_id}")
     revisions = [
         {
             "number": r.number,
@@ -281,15 +345,11 @@ async def _release_history(request: web.Request, principal: Principal) -> web.Re
         }
         for r in history.revisions
     ]
-    return web.json_response({"subject": f"{namespace}/{name}", "revisions": revisions})
+    return web.json_response({"subject": release_id, "revisions": revisions})
 
 
 async def _release_action(request: web.Request, principal: Principal) -> web.Response:
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
-    release_id = f"{namespace}/{name}"
-    denied = _forbidden(request, principal, namespace)
-    if denied is not None:
-        return denied
+    runner, release_id = await _subject(request, principal)
     verb = request.match_info["action"]
     action = _ACTIONS.get(verb)
     if action is None:
@@ -300,7 +360,6 @@ async def _release_action(request: web.Request, principal: Principal) -> web.Res
         return _error(400, "weight_required", "set-weight needs an integer `weight`")
     if action == "promote" and _flag(params, "full", False):
         action = "promote_full"
-    runner = request.app[RUNNER]
     try:
         result = await runner.act(
             release_id,
@@ -330,8 +389,7 @@ async def _release_action(request: web.Request, principal: Principal) -> web.Res
 
 
 async def _list_policies(request: web.Request, principal: Principal) -> web.Response:
-    runner = request.app[RUNNER]
-    await runner.wait_ready()
+    runner = await _runner(request, principal)
     histories = runner.policies
     items = []
     for route_id in histories.ids():
@@ -349,13 +407,7 @@ async def _list_policies(request: web.Request, principal: Principal) -> web.Resp
 
 
 async def _policy_history(request: web.Request, principal: Principal) -> web.Response:
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
-    denied = _forbidden(request, principal, namespace)
-    if denied is not None:
-        return denied
-    runner = request.app[RUNNER]
-    await runner.wait_ready()
-    route_id = f"{namespace}/{name}"
+    runner, route_id = await _subject(request, principal)
     try:
         history = runner.policies.history(route_id)
     except UnknownPolicy:
@@ -382,16 +434,11 @@ async def _policy_history(request: web.Request, principal: Principal) -> web.Res
 
 
 async def _policy_rollback(request: web.Request, principal: Principal) -> web.Response:
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
-    route_id = f"{namespace}/{name}"
-    denied = _forbidden(request, principal, namespace)
-    if denied is not None:
-        return denied
+    runner, route_id = await _subject(request, principal)
     params = await _params(request)
     number = _integer(params, "revision")
     if number is None:
         return _error(400, "revision_required", "rollback needs an integer `revision`")
-    runner = request.app[RUNNER]
     try:
         revision = await runner.rollback_policy(route_id, number, actor=principal.name)
     except UnknownPolicy:
@@ -419,7 +466,7 @@ async def _policy_rollback(request: web.Request, principal: Principal) -> web.Re
 
 
 async def _gateways(request: web.Request, principal: Principal) -> web.Response:
-    publisher = request.app[RUNNER].publisher
+    publisher = request.app[BACKEND].publisher
     latest = publisher.latest
     return web.json_response(
         {

@@ -34,6 +34,10 @@ from controller.objects import ObjectList, Resource, WatchEvent
 
 log = logging.getLogger(__name__)
 
+# Core ConfigMaps: listed and watched like the other typed resources (the controller keeps the
+# policy revision histories in one, `controller.kubestate`).
+CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap", namespaced=True)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class KubeSettings:
@@ -201,6 +205,10 @@ class ClusterClient:
                 self._coordination.list_lease_for_all_namespaces,
                 self._coordination.list_namespaced_lease,
             ),
+            CONFIG_MAPS: (
+                self._core.list_config_map_for_all_namespaces,
+                self._core.list_namespaced_config_map,
+            ),
         }
         if resource in typed:
             every, one = typed[resource]
@@ -293,6 +301,53 @@ class ClusterClient:
             raise errors.ApiError(
                 self.cluster, 500, "BadSecret", f"secret {namespace}/{name}: {exc}"
             ) from exc
+
+    # -- config maps -------------------------------------------------------------------------
+
+    async def read_config_map(self, namespace: str, name: str) -> Mapping[str, str]:
+        """A ConfigMap's `data` (NotFound when there is none)."""
+        found = await self._call(
+            f"read configmap {namespace}/{name}",
+            self._core.read_namespaced_config_map(
+                name, namespace, _request_timeout=self.settings.request_timeout_s
+            ),
+        )
+        return dict(found.data or {})
+
+    async def write_config_map(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str],
+        *,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """Set the keys of `data` in a ConfigMap (merge patch; other keys are kept), creating
+        the ConfigMap when it does not exist yet."""
+        body: Any = {"metadata": {"labels": dict(labels or {})}, "data": dict(data)}
+        options: dict[str, Any] = {
+            "_content_type": "application/merge-patch+json",  # as in patch_status
+            "_request_timeout": self.settings.request_timeout_s,
+        }
+        try:
+            await self._call(
+                f"patch configmap {namespace}/{name}",
+                self._core.patch_namespaced_config_map(name, namespace, body, **options),
+            )
+            return
+        except errors.NotFound:
+            pass
+        body["metadata"]["name"] = name
+        body.update(apiVersion="v1", kind="ConfigMap")
+        try:
+            await self._call(
+                f"create configmap {namespace}/{name}",
+                self._core.create_namespaced_config_map(
+                    namespace, body, _request_timeout=self.settings.request_timeout_s
+                ),
+            )
+        except errors.Conflict:  # created meanwhile (by a previous leader's late write)
+            await self.write_config_map(namespace, name, data, labels=labels)
 
     # -- status and events (the leader's writes) ----------------------------------------------
 

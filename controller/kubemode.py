@@ -1,18 +1,24 @@
 """Kubernetes mode: the controller composed from the hub source, member clusters, DNS, reconcile,
 publishing, leader election, releases and status. Wiring of I/O components (Kube API, DNS, HTTP).
 
-    hub objects ──► HubSource ──► policies ──► (leader: ReleaseRunner overlays) ──► Reconciler
+    hub objects ──► HubSource ──► policies ──► leader: ReleaseRunner ──────────────► Reconciler
+                                          └──► standby: ReleaseFollower ───────────┘    │
     MemberCluster.spec.kubeconfig ──► one Members.watch_cluster per member ──┐        │
     MemberCluster DNS names ──► DnsEndpoints ─────────────────────────────────┴──► inventory
     Reconciler ──► Publisher ──► GET /v1/snapshot (every replica)
-    LeaderElector (Lease in the hub) ──► leader only: StatusWriter, ReleaseRunner
+    LeaderElector (Lease in the hub) ──► leader only: StatusWriter, ReleaseRunner, operator API
 
 * **Every replica** watches everything, compiles and serves snapshots: a standby is a warm
   spare, and gateways may poll any replica.
-* **Only the leader** writes status (conditions, Events) and runs releases. On losing the lead
-  the runner is cancelled and the operator's policies are served as they are. Release state is
-  kept in memory (`ReleaseSettings.state_file` may name a file on a volume); a new leader starts
-  from the policies as written.
+* **Only the leader** writes status (conditions, Events) and runs releases. Release state lives
+  in the hub (`controller.kubestate`): each release's record in its Release's `status.release`,
+  the policy histories in a ConfigMap in `lease_namespace`. A new leader reads them and resumes
+  every release where the old one left it, without moving a weight.
+* **A standby serves the leader's table**: a `ReleaseFollower` applies the saved records
+  read-only (from the Release watch, checked every `follow_interval_s`, and a watch of the
+  ConfigMap), so a gateway gets the same weights from any replica, and after a failover the new
+  leader's first table is the one already served. The operator API (`add_api_routes`) is
+  answered by the leader; a standby answers 503 `not_leader` (controller.api).
 * **Member clusters** are reached through `MemberCluster.spec.kubeconfig`: a Secret in the hub
   (`name` in `secret_namespace`, or `namespace/name`; key `kubeconfig`) in Kubernetes, or a file
   (`member_kubeconfigs="file"`) when the controller runs outside one. A change of the reference
@@ -33,10 +39,11 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import errors, inventory, kube, publishing, statusapi
+from controller import api, errors, inventory, kube, publishing, statusapi
 from controller.dns import DnsEndpoints, DnsSettings
 from controller.hubsource import HubLoad, HubSettings, HubSource
 from controller.kube import ClusterClient, KubeSettings
+from controller.kube_releases import KubeReleases, Roles
 from controller.leader import LeaderElector, LeaderSettings
 from controller.members import Members, MemberSettings
 from controller.publishing import Publisher, PublishSettings
@@ -65,6 +72,7 @@ class KubeModeSettings:
     retry_period_s: float = 2.0  # Lease read/renew period
     connect_retry_s: float = 5.0  # retry delay for a member cluster that cannot be connected
     status_interval_s: float = 0.5  # at most one status-writing round per this long
+    follow_interval_s: float = 1.0  # a standby checks the Releases' saved state this often
     kube: KubeSettings = dataclasses.field(default_factory=KubeSettings)  # every API client
     hub: HubSettings = dataclasses.field(default_factory=HubSettings)  # hub watch timers
     members: MemberSettings = dataclasses.field(default_factory=MemberSettings)  # member watches
@@ -78,6 +86,8 @@ class KubeModeSettings:
             raise ValueError(
                 f'member kubeconfigs come from "secret" or "file", got {self.member_kubeconfigs!r}'
             )
+        if self.releases.state_file is not None:
+            raise ValueError("in Kubernetes mode release state lives in the Release objects")
 
 
 async def connect_hub(settings: KubeModeSettings) -> ClusterClient:
@@ -121,18 +131,33 @@ class KubeController:
             on_stopped_leading=self._stopped_leading,
         )
         self.writer = StatusWriter(hub)
-        self.runner: ReleaseRunner | None = None
         self._load: HubLoad | None = None
         self._serial = 0  # of the latest load
         self._programmed: tuple[int, int | None] = (0, None)  # (load serial, version serving it)
         self._links: dict[str, _Link] = {}
         self._link_errors: dict[str, errors.ControllerError] = {}
         self._group: asyncio.TaskGroup | None = None
-        self._policies_changed = asyncio.Event()
         self._status_wanted = asyncio.Event()
         self._leading = asyncio.Event()
         self._following = asyncio.Event()
         self._following.set()
+        self.releases = KubeReleases(
+            settings.releases,
+            hub,
+            self.source,
+            self.publisher,
+            self._hand_over,
+            Roles(
+                self._leading,
+                self._following,
+                lambda: self.elector.is_leader,
+                lambda: self.elector.holder,
+            ),
+            namespace=settings.lease_namespace,
+            watch=settings.hub.watch,
+            follow_interval_s=settings.follow_interval_s,
+            retry_s=settings.connect_retry_s,
+        )
         self._inventory_scheduled = False
         self._readiness: dict[str, ClusterReadiness] = {}
 
@@ -153,9 +178,8 @@ class KubeController:
                 group.create_task(self.reconciler.run(), name="kubemode.reconcile")
                 group.create_task(self.dns.run(), name="kubemode.dns")
                 group.create_task(self.elector.run(), name="kubemode.leader")
-                group.create_task(self._feed_policies(), name="kubemode.policies")
                 group.create_task(self._write_status(), name="kubemode.status")
-                group.create_task(self._run_releases(), name="kubemode.releases")
+                group.create_task(self.releases.run(), name="kubemode.releases")
         finally:
             self._group = None
 
@@ -163,6 +187,15 @@ class KubeController:
         """The snapshot API and `/v1/status` on `app`."""
         publishing.add_routes(app, self.publisher)
         statusapi.add_routes(app, self.status_document)
+
+    @property
+    def runner(self) -> ReleaseRunner | None:
+        """The release runner while leading."""
+        return self.releases.runner
+
+    def add_api_routes(self, app: web.Application, tokens: api.Tokens) -> None:
+        """The operator API on `app`: answered by the leader, 503 `not_leader` on a standby."""
+        api.add_routes(app, self.releases.api_backend(), tokens)
 
     # -- policies ------------------------------------------------------------------------------
 
@@ -172,20 +205,8 @@ class KubeController:
         self._serial += 1
         self.dns.update_policies(load.policies)
         self._follow_members(load.policies)
-        runner = self.runner
-        if runner is not None:
-            runner.update_policies(load.policies)
-        else:
-            self._policies_changed.set()
+        self.releases.update_policies(load)
         self._status_wanted.set()
-
-    async def _feed_policies(self) -> None:
-        """Without a release runner (standby), hand each load to reconcile as it is."""
-        while True:
-            await self._policies_changed.wait()
-            self._policies_changed.clear()
-            if self._load is not None and self.runner is None:
-                await self._hand_over(self._load.policies)
 
     async def _hand_over(self, policies: PolicySet) -> int | None:
         """Compile `policies` now (the ReleaseRunner's reconcile hook too); the version serving
@@ -211,23 +232,6 @@ class KubeController:
         self._leading.clear()
         self._following.set()
         self.writer.forget()
-
-    async def _run_releases(self) -> None:
-        """While leading: a ReleaseRunner feeds reconcile with the policies plus overlays."""
-        while True:
-            await self._leading.wait()
-            runner = ReleaseRunner(self.settings.releases, self.publisher, self._hand_over)
-            if self._load is not None:
-                runner.update_policies(self._load.policies)
-            self.runner = runner
-            try:
-                async with asyncio.TaskGroup() as group:
-                    task = group.create_task(runner.run(), name="kubemode.release-runner")
-                    await self._following.wait()
-                    task.cancel()
-            finally:
-                self.runner = None
-                self._policies_changed.set()  # back to the policies as written
 
     # -- status --------------------------------------------------------------------------------
 

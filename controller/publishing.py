@@ -11,6 +11,11 @@ Protocol (DESIGN.md §1), served under `/v1`:
   request and arrives as early as a POST would. `after` is the last version the gateway
   *received* (applied or refused), so a snapshot it refuses is not sent to it again in a loop;
   `applied` is what it actually serves, and what "3/3 gateways on v42" counts.
+* `metrics=URL` (optional): the gateway's admin `/metrics` URL, which built-in release analysis
+  scrapes when the controller has no static list (`Publisher.metrics_urls`). An `http(s)` URL
+  whose host is the polling peer's own address; any host only when the snapshot API requires a
+  token (`PublishSettings.token`), so an anonymous client cannot point the controller (and the
+  admin token it sends) elsewhere. Other URLs are ignored.
 * `GET /v1/gateways` lists every gateway seen: id, zone, applied version, how far behind it is
   (`behind` versions, `lag_s` seconds since the first version it lacks was published), when it
   was last seen, and whether it counts as live.
@@ -36,6 +41,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from policies import snapshot as wire
 from policies.table import RoutingTable
@@ -101,6 +107,7 @@ class GatewayView:
     polling: bool  # a long-poll from it is open right now
     live: bool  # polling, or seen within `stale_after_s`
     local: bool  # in-process (embedded) gateway
+    metrics_url: str | None = None  # its admin /metrics, as it reported it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -132,6 +139,7 @@ class _Gateway:
     last_seen: float = 0.0  # monotonic
     polls: int = 0  # open long-polls
     local: bool = False
+    metrics_url: str | None = None
 
 
 LocalApply = Callable[[RoutingTable], object]
@@ -221,7 +229,13 @@ class Publisher:
         self.record(gateway_id, None, applied=table.version, local=True)
 
     def record(
-        self, gateway_id: str, zone: str | None, *, applied: int | None, local: bool = False
+        self,
+        gateway_id: str,
+        zone: str | None,
+        *,
+        applied: int | None,
+        local: bool = False,
+        metrics_url: str | None = None,
     ) -> None:
         """Note that `gateway_id` was seen now, and what it applied (None = not reported)."""
         now = self._clock()
@@ -235,6 +249,8 @@ class Publisher:
         gateway.last_seen = now
         if zone is not None:
             gateway.zone = zone
+        if metrics_url is not None:
+            gateway.metrics_url = metrics_url
         if applied is not None and applied != gateway.applied:
             gateway.applied = applied
             woken, self._applied_changed = self._applied_changed, asyncio.Event()
@@ -272,6 +288,18 @@ class Publisher:
             polling=gateway.polls > 0,
             live=self._is_live(gateway, now),
             local=gateway.local,
+            metrics_url=gateway.metrics_url,
+        )
+
+    def metrics_urls(self) -> tuple[str, ...]:
+        """The metrics URLs live gateways reported, sorted (built-in analysis scrapes these)."""
+        now = self._clock()
+        return tuple(
+            sorted(
+                g.metrics_url
+                for g in self._gateways.values()
+                if g.metrics_url and self._is_live(g, now)
+            )
         )
 
     def rollout(self, version: int, gateways: Collection[str] | None = None) -> Rollout:
@@ -327,8 +355,14 @@ class Publisher:
         woken, self._new_version = self._new_version, asyncio.Event()
         woken.set()
 
-    def begin_poll(self, gateway_id: str, zone: str | None, applied: int | None) -> None:
-        self.record(gateway_id, zone, applied=applied)
+    def begin_poll(
+        self,
+        gateway_id: str,
+        zone: str | None,
+        applied: int | None,
+        metrics_url: str | None = None,
+    ) -> None:
+        self.record(gateway_id, zone, applied=applied, metrics_url=metrics_url)
         gateway = self._gateways.get(gateway_id)
         if gateway is not None:
             gateway.polls += 1
@@ -397,6 +431,22 @@ def _id_param(query: Mapping[str, str], name: str) -> str | None:
     return raw
 
 
+def _metrics_param(request: web.Request, publisher: Publisher) -> str | None:
+    """The reported metrics URL, when acceptable (see the module docstring)."""
+    raw = request.query.get("metrics")
+    if not raw or len(raw) > 512:
+        return None
+    try:
+        url = URL(raw)
+    except ValueError:
+        return None
+    if url.scheme not in ("http", "https") or not url.host or url.user or url.password:
+        return None
+    if publisher.settings.token is None and url.host != request.remote:
+        return None
+    return raw
+
+
 def _wait_param(query: Mapping[str, str], settings: PublishSettings) -> float:
     raw = query.get("wait")
     if raw is None or raw == "":
@@ -419,9 +469,10 @@ async def _get_snapshot(request: web.Request) -> web.Response:
     gateway_id = _id_param(query, "gateway")
     zone = _id_param(query, "zone")
     wait_s = _wait_param(query, publisher.settings)
+    metrics_url = _metrics_param(request, publisher)
 
     if gateway_id is not None:
-        publisher.begin_poll(gateway_id, zone, applied)
+        publisher.begin_poll(gateway_id, zone, applied, metrics_url)
     try:
         found = await publisher.wait_newer(after, timeout_s=wait_s)
     finally:

@@ -16,10 +16,11 @@ from typing import Any
 
 from controller import codec
 from controller.publishing import Publisher, Rollout
-from controller.rollbacks import decode_revision, encode_revision
+from controller.rollbacks import PolicyHistories, decode_revision, encode_revision
+from controller.statefile import StateFileError
 from policies import overlays
 from policies.model import Release, Step
-from policies.release_state import ReleaseState
+from policies.release_state import PauseReason, ReleaseState
 from policies.revisions import History
 
 
@@ -92,6 +93,25 @@ def restore(release_id: str, entry: Mapping[str, Any], *, events: int) -> Active
     return active
 
 
+def dump_document(active: Mapping[str, Active], policies: PolicyHistories) -> dict[str, Any]:
+    """The runner's whole state document (what a `StateStore` saves)."""
+    return {
+        "releases": {release_id: dump(entry) for release_id, entry in active.items()},
+        "policies": policies.dump(),
+    }
+
+
+def restore_releases(document: Mapping[str, Any], *, events: int) -> dict[str, Active]:
+    """The started releases of a saved document. Raises StateFileError on a damaged entry."""
+    out: dict[str, Active] = {}
+    for release_id, entry in (document.get("releases") or {}).items():
+        try:
+            out[release_id] = restore(release_id, entry, events=events)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateFileError(f"saved state of release {release_id}: {exc}") from exc
+    return out
+
+
 def view(spec: Release, active: Active | None, publisher: Publisher) -> dict[str, Any]:
     """Everything `fleetgate release status` shows, as JSON-able data."""
     out: dict[str, Any] = {
@@ -114,6 +134,7 @@ def view(spec: Release, active: Active | None, publisher: Publisher) -> dict[str
         pause_reason=state.pause_reason.value if state.pause_reason else None,
         abort_reason=state.abort_reason,
         message=state.message,
+        pause_until=_pause_until(spec, state),
         step=state.step_index,
         canary_weight=state.canary_weight,
         header_route=codec.encode(state.header_route),
@@ -145,6 +166,18 @@ def view(spec: Release, active: Active | None, publisher: Publisher) -> dict[str
         events=[codec.encode(e) for e in active.events],
     )
     return out
+
+
+def _pause_until(spec: Release, state: ReleaseState) -> float | None:
+    """When a timed pause step ends (epoch seconds), while the release waits in one."""
+    if state.pause_reason is not PauseReason.PAUSE_STEP or state.step_applied_at is None:
+        return None
+    if not 0 <= state.step_index < len(spec.steps):
+        return None
+    pause_s = spec.steps[state.step_index].pause_s
+    if pause_s is None or math.isinf(pause_s):
+        return None
+    return state.step_applied_at + pause_s
 
 
 def describe_step(step: Step) -> str:

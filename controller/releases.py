@@ -38,14 +38,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from controller import release_actions
 from controller import release_records as records
 from controller.notify import Notifier, NotifySettings
 from controller.observations import Observations, ObservationSettings
 from controller.publishing import Publisher
 from controller.reconcile import Reconciler
+from controller.release_actions import ACTIONS
+from controller.release_effective import effective_policies
 from controller.release_records import Active, Window
 from controller.rollbacks import PolicyHistories
-from controller.statefile import StateFile, StateFileError, StateStore
+from controller.statefile import StateFile, StateStore
 from policies import analysis, overlays, releases, revisions
 from policies.model import PolicySet, Release, Route
 from policies.release_state import (
@@ -57,7 +60,6 @@ from policies.release_state import (
     RunAnalysis,
     SetOverlay,
     Transition,
-    overlay_for,
 )
 from policies.revisions import History, Revision
 
@@ -67,7 +69,7 @@ ReconcileHook = Callable[[PolicySet], Awaitable[int | None]]
 """Hand reconcile the effective policy set; return the snapshot version that serves it, or None
 when it could not be compiled (the last good table stays, and the release waits)."""
 
-ACTIONS = ("start", "promote", "promote_full", "pause", "resume", "abort", "retry", "set_weight")
+__all__ = ["ACTIONS", "ReconcileHook", "ReleaseNotFound", "ReleaseRunner", "ReleaseSettings"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,7 +125,12 @@ class ReleaseRunner:
         if store is None and settings.state_file is not None:
             store = StateFile(settings.state_file)
         self._store = store
-        self._observations = observations or Observations(settings.observations)
+        # Built-in analysis scrapes the configured gateways, or else every live gateway that
+        # reported its metrics URL when polling for snapshots (`Publisher.metrics_urls`).
+        self._observations = observations or Observations(
+            settings.observations,
+            targets=lambda: settings.observations.metrics_urls or publisher.metrics_urls(),
+        )
         self.notifier = notifier or Notifier(settings.notify)
         self.policies = PolicyHistories(retain=settings.retain)
         self._files: PolicySet | None = None
@@ -172,6 +179,11 @@ class ReleaseRunner:
                 self._sync_policies()
             await self._commit()
 
+    @property
+    def ready(self) -> bool:
+        """The saved state is loaded: from now on this runner decides what is served."""
+        return self._ready.is_set()
+
     async def wait_ready(self) -> None:
         """Return once the saved state is loaded (operator actions wait for it too)."""
         await self._ready.wait()
@@ -197,19 +209,16 @@ class ReleaseRunner:
             spec = self._spec(release_id)
             now = self._clock()
             active = self._active.get(release_id)
-            result: Transition | Refused
-            if action == "start":
-                if active is not None:
-                    return Refused(
-                        "already_started",
-                        f"release {release_id} was already started ({active.state.phase.value});"
-                        " abort and retry it to start over",
-                    )
-                result = releases.start(spec, now=now, actor=actor)
-            elif active is None:
-                return Refused("not_started", f"release {release_id} is not started")
-            else:
-                result = _engine_action(spec, active.state, action, now, actor, weight, immediate)
+            result = release_actions.decide(
+                release_id,
+                spec,
+                active.state if active is not None else None,
+                action,
+                now=now,
+                actor=actor,
+                weight=weight,
+                immediate=immediate,
+            )
             if isinstance(result, Refused):
                 return result
             if active is None:
@@ -386,24 +395,16 @@ class ReleaseRunner:
 
     async def _push(self) -> None:
         assert self._files is not None
-        base = self.policies.effective(self._files)
-        live: list[overlays.Overlay] = []
-        for release_id, active in self._active.items():
-            spec = self._specs.get(release_id)
-            if spec is not None:
-                live.append(overlay_for(spec, active.state))
-        effective, problems = overlays.apply_overlays(base, tuple(live))
-        for overlay in live:
-            active = self._active[overlay.release]
-            problem = None
-            if problems:  # which release each problem is about: try its overlay alone
-                _, own = overlays.apply_overlays(base, (overlay,))
-                problem = own[0].message if own else None
+        states = {release_id: active.state for release_id, active in self._active.items()}
+        effective = effective_policies(self._files, self.policies, states)
+        for release_id in effective.overlays:
+            active = self._active[release_id]
+            problem = effective.problems.get(release_id)
             if problem is not None and problem != active.problem:
-                log.error("release %s overlay not applied: %s", overlay.release, problem)
+                log.error("release %s overlay not applied: %s", release_id, problem)
             active.problem = problem
         try:
-            version = await self._reconcile(effective)
+            version = await self._reconcile(effective.policies)
         # The hook is the reconciler's (compile, encode, publish); whatever it raises, the
         # releases wait and the next tick hands the same policies over again.
         except Exception:
@@ -413,8 +414,8 @@ class ReleaseRunner:
             log.error("the effective policies did not compile; releases wait for the fleet")
             return  # _push_needed stays: the next tick tries again
         self._push_needed = False
-        for overlay in live:
-            self._active[overlay.release].carried = (overlay.revision, version)
+        for release_id, overlay in effective.overlays.items():
+            self._active[release_id].carried = (overlay.revision, version)
 
     def _sync_policies(self) -> None:
         assert self._files is not None
@@ -454,19 +455,13 @@ class ReleaseRunner:
     # -- persistence -----------------------------------------------------------------------
 
     def _dump(self) -> dict[str, Any]:
-        return {
-            "releases": {rid: records.dump(active) for rid, active in self._active.items()},
-            "policies": self.policies.dump(),
-        }
+        return records.dump_document(self._active, self.policies)
 
     async def _load(self) -> None:
         document = await self._store.load() if self._store is not None else None
         if document:
-            for release_id, entry in (document.get("releases") or {}).items():
-                try:
-                    active = records.restore(release_id, entry, events=self.settings.events)
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise StateFileError(f"saved state of release {release_id}: {exc}") from exc
+            restored = records.restore_releases(document, events=self.settings.events)
+            for release_id, active in restored.items():
                 self._active[release_id] = active
                 log.info(
                     "release %s resumed at step %d, canary weight %d (%s)",
@@ -478,29 +473,3 @@ class ReleaseRunner:
             self.policies.restore(document.get("policies") or {})
             self._push_needed = True
         self._ready.set()
-
-
-def _engine_action(
-    spec: Release,
-    state: ReleaseState,
-    action: str,
-    now: float,
-    actor: str,
-    weight: int | None,
-    immediate: bool,
-) -> Transition | Refused:
-    if action == "promote":
-        return releases.promote(spec, state, now=now, actor=actor)
-    if action == "promote_full":
-        return releases.promote_full(spec, state, now=now, actor=actor)
-    if action == "pause":
-        return releases.pause(spec, state, now=now, actor=actor)
-    if action == "resume":
-        return releases.resume(spec, state, now=now, actor=actor)
-    if action == "abort":
-        return releases.abort(spec, state, now=now, actor=actor, immediate=immediate)
-    if action == "retry":
-        return releases.retry(spec, state, now=now, actor=actor)
-    if weight is None:
-        return Refused("weight_required", "set-weight needs a weight")
-    return releases.set_weight(spec, state, weight=weight, now=now, actor=actor)

@@ -5,6 +5,11 @@ clusters through their kubeconfigs, leader election on a Lease. Arguments and wi
 Without `--hub-kubeconfig` the controller uses the cluster it runs in (its ServiceAccount), as
 the Deployment in `deploy/` does. `--id` defaults to `$POD_NAME`, then the host name.
 
+Releases take the same flags as in file mode (fleetgate.release_service), except `--state`:
+their state lives in the Release objects (controller.kubestate). `--api` serves the operator API
+on every replica; the leader answers it, a standby answers 503 `not_leader`. Without
+`--gateway-metrics`, built-in analysis scrapes the metrics URLs the gateways report.
+
 The controller modules are imported when Kubernetes mode starts, not with this module: loading
 kubernetes_asyncio takes most of a second, which every other `fleetgate` command would pay.
 """
@@ -13,18 +18,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from fleetgate import process
+from fleetgate import process, release_service
+from fleetgate.release_service import ReleaseOptions
 from gateway.replica import handle_signals
 
 if TYPE_CHECKING:
-    from controller.kubemode import KubeModeSettings
+    from controller import api
+    from controller.kubemode import KubeController, KubeModeSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def settings_from(args: argparse.Namespace) -> KubeModeSettings:
+def settings_from(
+    args: argparse.Namespace, releases: ReleaseOptions | None = None
+) -> KubeModeSettings:
+    """Raises ValueError for flags Kubernetes mode cannot honour (`--state`)."""
     from controller.health import HealthSettings
     from controller.hubsource import HubSettings
     from controller.kubemode import KubeModeSettings
@@ -75,6 +87,11 @@ def settings_from(args: argparse.Namespace) -> KubeModeSettings:
     from controller.watching import WatchSettings
 
     watch = WatchSettings(watch_timeout_s=args.watch_timeout)
+    if getattr(args, "state", None) is not None:
+        raise ValueError(
+            "--state is for file mode: in Kubernetes mode release state is kept in "
+            "the Release objects' status"
+        )
     return KubeModeSettings(
         identity=args.id or os.environ.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}",
         lease_namespace=args.lease_namespace,
@@ -98,14 +115,23 @@ def settings_from(args: argparse.Namespace) -> KubeModeSettings:
             debounce_s=args.debounce, max_delay_s=max(2.0, 4 * args.debounce)
         ),
         publish=PublishSettings(token=args.token),
+        releases=(releases or ReleaseOptions()).settings,
     )
 
 
-async def serve(settings: KubeModeSettings, host: str, port: int) -> int:
-    """Serve until SIGTERM/SIGINT; the exit status."""
-    from controller import errors
+async def serve(
+    settings: KubeModeSettings, host: str, port: int, releases: ReleaseOptions | None = None
+) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status. `releases.api` adds the operator API."""
+    from controller import api, errors
     from controller.kubemode import KubeController, connect_hub
 
+    options = releases or ReleaseOptions()
+    try:
+        tokens, one_time = release_service.load_tokens(options)
+    except api.TokenFileError as exc:
+        print(f"fleetgate controller: {exc}", file=sys.stderr)
+        return 1
     try:
         hub = await connect_hub(settings)
     except errors.ConfigError as exc:
@@ -132,13 +158,33 @@ async def serve(settings: KubeModeSettings, host: str, port: int) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            async with asyncio.TaskGroup() as group:
+            async with (
+                _operator_api(controller, options, tokens, one_time),
+                asyncio.TaskGroup() as group,
+            ):
                 running = group.create_task(controller.run(), name="controller.kube")
                 await stop.wait()
                 running.cancel()
+    except OSError as exc:  # an address in use
+        print(f"fleetgate controller: {exc}", file=sys.stderr)
+        return 1
     finally:
         await hub.close()
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _operator_api(
+    controller: KubeController, options: ReleaseOptions, tokens: api.Tokens, one_time: str | None
+) -> AsyncIterator[None]:
+    if options.api is None:
+        yield
+        return
+    app = web.Application(client_max_size=64 << 10)
+    controller.add_api_routes(app, tokens)
+    async with process.serve_app(app, *options.api) as (host, port):
+        release_service.announce_api(f"{host}:{port}", one_time, program="fleetgate controller")
+        yield
 
 
 async def _healthz(request: web.Request) -> web.Response:

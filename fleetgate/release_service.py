@@ -11,8 +11,10 @@ reconcile (docs/operator_api.md), so a Release in the policy directory can be dr
 * `--state FILE` keeps every release's state across restarts (written atomically). Without it
   the state lives in memory: a restart forgets started releases and serves the files as written.
 * Built-in analysis reads the gateways' admin `/metrics`: `fleetgate run` its own admin port;
-  `fleetgate controller` the `--gateway-metrics` URLs (one per gateway). A Release with
-  `analysis.prometheus` asks Prometheus instead and needs neither.
+  `fleetgate controller` the `--gateway-metrics` URLs (one per gateway) or, without any, the
+  URLs live gateways report when they poll for snapshots (`fleetgate gateway --metrics-url`,
+  by default derived from `--admin`). A Release with `analysis.prometheus` asks Prometheus
+  instead and needs neither.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, controller: bool) -> None:
     group.add_argument(
         "--gateway-metrics", action="append", default=[], metavar="URL",
         help="a gateway's admin /metrics URL, read by built-in release analysis (repeat per "
-        "gateway)",
+        "gateway); default: the URLs the live gateways report",
     )  # fmt: skip
     group.add_argument(
         "--metrics-token", default=os.environ.get("FLEETGATE_ADMIN_TOKEN"), metavar="TOKEN",
@@ -144,12 +146,17 @@ async def operator_api(
     host, port = options.api
     async with process.serve_app(api.build_app(runner, tokens), host, port) as bound:
         address = f"{bound[0]}:{bound[1]}"
-        print(f"{program}: operator API on http://{address}", file=sys.stderr, flush=True)
-        if one_time is not None:
-            print(
-                f"{program}: admin token for this run (use --tokens FILE for lasting ones):\n"
-                f"  export FLEETGATE_SERVER=http://{address} FLEETGATE_TOKEN={one_time}",
-                file=sys.stderr,
-                flush=True,
-            )
+        announce_api(address, one_time, program=program)
         yield address
+
+
+def announce_api(address: str, one_time: str | None, *, program: str) -> None:
+    """Say where the operator API is, and the one-time admin token if there is one."""
+    print(f"{program}: operator API on http://{address}", file=sys.stderr, flush=True)
+    if one_time is not None:
+        print(
+            f"{program}: admin token for this run (use --tokens FILE for lasting ones):\n"
+            f"  export FLEETGATE_SERVER=http://{address} FLEETGATE_TOKEN={one_time}",
+            file=sys.stderr,
+            flush=True,
+        )

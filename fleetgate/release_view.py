@@ -1,7 +1,9 @@
-"""Text rendering of the operator API's release, history and rollback answers. Pure (no I/O).
+"""Text rendering of the operator API's release, history and rollback answers. No I/O (it reads
+the clock, for "in 4m10s").
 
 Plain ASCII so the output survives any terminal, pipe or CI log: the live weight is a bar of `#`
-out of `-`, steps are marked `[x]` done, `[>]` current, `[ ]` to come.
+out of `-`, steps are marked `[x]` done, `[>]` current, `[ ]` to come. Times are UTC, as the
+controller and its logs may sit in another time zone than the operator.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def finished(view: Mapping[str, Any]) -> bool:
     return final and view.get("applied_revision") == view.get("revision")
 
 
-def status(view: Mapping[str, Any]) -> str:
+def status(view: Mapping[str, Any], *, now: float | None = None) -> str:
+    """`now` (epoch seconds; default: the clock) is for the time left in a timed pause."""
     lines = [
         f"release {view['release']}  ({view['strategy']}, route {view['target']}: "
         f"{view['stable']} -> {view['canary']})"
@@ -39,6 +42,9 @@ def status(view: Mapping[str, Any]) -> str:
     lines.append(f"phase:    {view['phase']}" + (f" ({reason})" if reason else ""))
     if view.get("message"):
         lines.append(f"          {view['message']}")
+    if view.get("pause_until") is not None:
+        left = view["pause_until"] - (time.time() if now is None else now)
+        lines.append(f"          resumes at {_clock(view['pause_until'])} (in {duration(left)})")
     weight = view.get("canary_weight", 0)
     lines.append(f"weight:   {bar(weight)} {weight:3d}% canary")
     extras = []
@@ -171,7 +177,19 @@ def after_rollback(answer: Mapping[str, Any], target: int) -> str:
 
 
 def _clock(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def duration(seconds: float) -> str:
+    """`1h02m`, `4m10s`, `9s`; never negative (a pause that is over is `0s`)."""
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> str:

@@ -10,7 +10,8 @@ Order of life (uvicorn's, STYLE.md §3.7):
    `Connection: close`, in-flight requests get `drain_timeout_s`; then feeders are cancelled,
    connections closed, the admin port last.
 
-`python -m gateway` and `fleetgate gateway` share this module's arguments (`add_arguments`).
+`python -m gateway` and `fleetgate gateway` share this module's arguments (`add_arguments`);
+`fleetgate run` shares the TLS ones and the gateway config and zone (`add_config_arguments`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from gateway.metrics import Recorder, ReloadStats
 from gateway.server import Gateway
 from gateway.settings import CertificateFiles, GatewaySettings, Listener
 from gateway.subscriber import Subscriber, SubscriberSettings
+from policies.gatewayconfig import GatewayConfig, load_gateway_config
 from policies.table import RoutingTable
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,12 @@ class ProcessSettings:
     drain_timeout_s: float = 10.0  # in-flight requests get this long after SIGTERM
     access_log_flush_s: float = 0.2  # buffered access lines are written at least this often
     admin_token: str | None = None  # bearer token for the admin port (gateway.admin)
+    # The gateway's topology zone: the balancer prefers clusters in it (locality, see
+    # gateway.routing.BalancingPicker); None: no preference.
+    zone: str | None = None
+    # The fleet administrator's limits from `--gateway-config` (circuit breaker, namespace
+    # quotas; policies.gatewayconfig).
+    config: GatewayConfig = dataclasses.field(default_factory=GatewayConfig)
 
 
 class GatewayProcess:
@@ -74,7 +82,13 @@ class GatewayProcess:
         self.access = accesslog.AccessLog() if settings.access_log else None
         self.recorder = Recorder(self.access)
         self.gateway = Gateway(
-            settings.gateway, EMPTY_TABLE, observer=self.recorder, counters=Counters()
+            settings.gateway,
+            EMPTY_TABLE,
+            observer=self.recorder,
+            counters=Counters(),
+            breaker=settings.config.breaker,
+            namespace_quotas=settings.config.namespace_quotas,
+            zone=settings.zone,
         )
         self.view = LocalView(
             self.gateway, self.recorder, worker=settings.worker, parts=parts, reload=reload
@@ -223,7 +237,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='admin port: "host:port", "unix:/path" or "none"',
     )
     parser.add_argument("--id", default=None, help="gateway id (default: hostname/pid)")
-    parser.add_argument("--zone", default=None, help="topology zone reported to the controller")
+    parser.add_argument(
+        "--metrics-url",
+        default=None,
+        metavar="URL",
+        help="admin /metrics URL reported to the controller for release analysis (default: "
+        "from --admin when it names a host and port)",
+    )
     parser.add_argument(
         "--cache-dir",
         type=Path,
@@ -232,11 +252,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--token", default=None, help="bearer token for the snapshot API")
     parser.add_argument("--access-log", action="store_true", help="JSON access lines to stdout")
+    parser.add_argument(
+        "--admin-token",
+        default=os.environ.get("FLEETGATE_ADMIN_TOKEN"),
+        metavar="TOKEN",
+        help="bearer token for the admin port's /status and /metrics "
+        "(default: $FLEETGATE_ADMIN_TOKEN; /healthz and /readyz stay open)",
+    )
     parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, keep accepting this long after /readyz fails",
+    )
     parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT")
+    add_config_arguments(parser)
     add_tls_arguments(parser)
     parser.add_argument("--worker", default="0", help=argparse.SUPPRESS)
     parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The gateway config file and the zone (`fleetgate run`, `fleetgate gateway`)."""
+    parser.add_argument(
+        "--gateway-config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="GatewayConfig YAML: circuit breaker and namespace quotas (read at start-up)",
+    )
+    parser.add_argument(
+        "--zone",
+        default=None,
+        help="this gateway's topology zone: clusters labelled with it are preferred "
+        "(and it is reported to the controller)",
+    )
+
+
+def gateway_config_from(path: Path | None) -> GatewayConfig:
+    """The config in `path` (defaults without one). ValueError lists every problem."""
+    if path is None:
+        return GatewayConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ValueError(f"--gateway-config {path}: {reason}") from None
+    config, problems = load_gateway_config(str(path), text)
+    if config is None:
+        raise ValueError(
+            "invalid --gateway-config:\n" + "\n".join(str(problem) for problem in problems)
+        )
+    return config
 
 
 def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
@@ -285,22 +354,40 @@ def settings_from(args: argparse.Namespace) -> ReplicaSettings:
     return ReplicaSettings(
         process=ProcessSettings(
             gateway=GatewaySettings(
-                listeners=listeners_from(args, (host, port)), reuse_port=args.reuse_port
+                listeners=listeners_from(args, (host, port)),
+                reuse_port=args.reuse_port,
+                drain_delay_s=args.drain_delay,
             ),
             admin=None if args.admin == "none" else args.admin,
             worker=args.worker,
             access_log=args.access_log,
             drain_timeout_s=args.drain_timeout,
+            admin_token=args.admin_token or None,
+            zone=args.zone,
+            config=gateway_config_from(args.gateway_config),
         ),
         subscriber=SubscriberSettings(
             controller_url=args.controller,
             gateway_id=gateway_id,
             zone=args.zone,
+            metrics_url=args.metrics_url or _metrics_url(args.admin),
             cache_path=cache,
             token=args.token,
         ),
         parent_pid=args.parent_pid,
     )
+
+
+def _metrics_url(admin: str) -> str | None:
+    """`http://host:port/metrics` for an admin address others can reach by it (not a wildcard
+    host, a port of 0 or a Unix socket)."""
+    try:
+        host, port = split_address(admin)
+    except ValueError:
+        return None
+    if port == 0 or host in ("", "0.0.0.0", "::"):
+        return None
+    return f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
 
 
 async def run_replica(settings: ReplicaSettings) -> int:

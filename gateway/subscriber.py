@@ -48,6 +48,7 @@ class SubscriberSettings:
     controller_url: str  # base URL of the controller's snapshot API, e.g. "http://10.0.0.5:9080"
     gateway_id: str  # this gateway as the controller lists it (pod name, "host/worker-1", ...)
     zone: str | None = None  # topology zone, reported to the controller
+    metrics_url: str | None = None  # admin /metrics URL, reported for the controller's analysis
     cache_path: Path | None = None  # last snapshot JSON, for start-up with the controller down
     token: str | None = None  # bearer token the controller's snapshot API requires, if any
     wait_s: float = 25.0  # long-poll length asked of the controller (it may cap it)
@@ -150,6 +151,8 @@ class Subscriber:
         }
         if self.settings.zone:
             params["zone"] = self.settings.zone
+        if self.settings.metrics_url:
+            params["metrics"] = self.settings.metrics_url
         url = self.settings.controller_url.rstrip("/") + "/v1/snapshot"
         timeout = aiohttp.ClientTimeout(total=timeout_s, connect=self.settings.connect_timeout_s)
         try:

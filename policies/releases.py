@@ -29,6 +29,7 @@ Where fleetgate differs, it is on purpose:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 
 from policies import analysis, revisions
@@ -103,7 +104,7 @@ def _run_step(change: _Change, observation: analysis.Observation | None) -> None
         if now >= applied_at + step.pause_s:
             _enter(change, state.step_index + 1)
         else:
-            until = "promoted" if math.isinf(step.pause_s) else f"{applied_at + step.pause_s:.0f}"
+            until = "promoted" if math.isinf(step.pause_s) else _utc(applied_at + step.pause_s)
             change.update(
                 phase=Phase.PAUSED,
                 pause_reason=PauseReason.PAUSE_STEP,
@@ -466,3 +467,8 @@ class _Change:
                 Notify(self.spec.id, after.phase, self.previous, reason, after.message, self.now)
             )
         return Transition(after, tuple(self.actions))
+
+
+def _utc(at: float) -> str:
+    """A wall-clock instant as operators read it in status output (RFC 3339, UTC)."""
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

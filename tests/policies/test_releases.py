@@ -275,7 +275,7 @@ def test_a_step_waits_for_every_gateway_before_its_timer_starts() -> None:
     )
     assert seen[1].state == seen[0].state  # nothing moves while a gateway is behind
     assert seen[2].state.step_applied_at == 30
-    assert seen[2].state.message == "step 2: paused until 90"
+    assert seen[2].state.message == "step 2: paused until 1970-01-01T00:01:30Z"
 
 
 def test_an_analysis_window_starts_only_once_the_weight_is_applied() -> None:
