@@ -7,7 +7,6 @@ shows the name all along. Also `fleetgate controller -c`: its `/status` and snap
 from __future__ import annotations
 
 import errno
-import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -160,9 +159,9 @@ async def test_run_routes_to_what_dns_answers_and_keeps_it_through_a_failure_for
             await eventually(failed, timeout_s=15)
             await eventually(lambda: served_by("503"), timeout_s=10)
 
-            # ... and come back with the server.
+            # ... and come back with the server (at the next retry: backoff up to 30 s).
             dns_server.heal()
-            await eventually(lambda: served_by("two"), timeout_s=15)
+            await eventually(lambda: served_by("two"), timeout_s=40)
     finally:
         await fleetgate.close()
 
@@ -184,12 +183,12 @@ async def test_controller_file_mode_publishes_dns_answers_and_shows_the_names(
                 return bool(name["condition"] == "fresh")
 
             await eventually(fresh, timeout_s=10)
-            wanted = {f"127.0.1.1:{upstream_port}", f"127.0.1.2:{upstream_port}"}
 
             async def published() -> bool:
+                # Only DNS gave these addresses: the files name none.
                 async with client.get(f"http://{controller.listen}/v1/snapshot") as resp:
                     text = await resp.text()
-                return all(json.dumps(a.split(":")[0]) in text for a in wanted)
+                return "127.0.1.1" in text and "127.0.1.2" in text
 
             await eventually(published, timeout_s=10)
     finally:
