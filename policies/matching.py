@@ -9,7 +9,8 @@ and endpoint with `policies.balancing`, applies `Forward.request_headers` with
 Matching (Gateway API HTTPRouteMatch; gateway_api_rules.md §1):
 * the host is looked up in the table's index (exact, then wildcard suffixes, then routes without
   hostnames), and the first `CompiledRule` of that entry whose match holds wins: the entry is in
-  `policies.precedence` order;
+  `policies.precedence` order. Only the rules whose path can hold are tested, in that order
+  (`policies.path_index`), so the time of a decision does not grow with the rules of a host;
 * paths are compared as the request sent them (`RequestHead.path`, not percent-decoded).
   Exact is character for character; PathPrefix compares whole segments and ignores a trailing "/"
   on the prefix; RegularExpression must match the whole path (Python `re`, `fullmatch`);
@@ -41,9 +42,8 @@ from urllib.parse import parse_qsl
 
 from policies import filters
 from policies.model import HeaderModifier, PathKind, TrafficSettings
+from policies.path_index import PATH_EXACT, PATH_PREFIX, PATH_REGEX, item_holds
 from policies.table import (
-    PATH_EXACT,
-    PATH_PREFIX,
     Backend,
     CompiledMatch,
     CompiledRule,
@@ -102,7 +102,8 @@ class Reject:
 Decision = Forward | Redirect | Reject
 
 NO_ROUTE = Reject(404, "no_route")
-DECISION_MEMO_SIZE = 4096  # decisions a table remembers (see `decide`); emptied when full
+DECISION_MEMO_SIZE = 4096  # host and path decisions a table remembers (`decide_path`)
+RULE_MEMO_SIZE = 8  # paths a rule remembers its decision for (`decide`); emptied when full
 _MISS = Reject(0, "not memoized")  # never stored: `decide_path`'s memo probe default
 
 
@@ -119,15 +120,16 @@ def decide(table: RoutingTable, head: RequestHead, *, roll: float) -> Decision:
     if len(rule.backends) != 1 or rule.redirect is not None:
         return act(rule, head, roll=roll)
     # One backend and no redirect: the decision is a function of the rule and the path alone
-    # (no roll is drawn), so the table keeps it. Building a Forward costs more than the probe.
-    memo = table.decisions
-    key = (id(rule), head.path)  # the table holds the rule, so its id stays unique
-    decision = memo.get(key)
+    # (no roll is drawn), so the rule keeps it. Building a Forward costs more than the probe.
+    # The memo is the rule's, not the table's: its hit rate does not fall as routes are added.
+    memo = rule.decisions()
+    path = head.path
+    decision = memo.get(path)
     if decision is None:
         decision = act(rule, head, roll=roll)
-        if len(memo) >= DECISION_MEMO_SIZE:
+        if len(memo) >= RULE_MEMO_SIZE:
             memo.clear()
-        memo[key] = decision
+        memo[path] = decision
     return decision
 
 
@@ -156,42 +158,49 @@ def _path_decision(table: RoutingTable, host: str, path: str) -> Decision | None
     entry = table.lookup(host)
     if entry is None:
         return NO_ROUTE
-    for code, value, n, path_only, rule in entry.for_path(path):
-        if code == PATH_PREFIX:
-            if not path.startswith(value) or (len(path) > n and path[n] != "/"):
-                continue
-        elif code == PATH_EXACT:
-            if path != value:
-                continue
-        else:
-            regex = rule.match.path_regex
-            if regex is None or regex.fullmatch(path) is None:
-                continue
-        # `first_match` stops here or at a later rule, depending on the rest of the request
-        # unless this rule matches on the path alone.
-        if not path_only or rule.redirect is not None or len(rule.backends) != 1:
-            return None
-        return act(rule, RequestHead("", host, path), roll=0.0)  # reads only the path here
-    return NO_ROUTE
+    found = entry.path_index().items(path)
+    rule = next((item[4] for item in found if item_holds(item, path)), None)
+    if rule is None:
+        return NO_ROUTE
+    # `first_match` stops at this rule or at a later one, depending on the rest of the request,
+    # unless this rule matches on the path alone.
+    if not rule.match.path_only or rule.redirect is not None or len(rule.backends) != 1:
+        return None
+    return act(rule, RequestHead("", host, path), roll=0.0)  # reads only the path here
 
 
 def first_match(entry: HostRoutes, head: RequestHead) -> CompiledRule | None:
-    """The first rule of `entry` whose match holds for `head`: the winner by precedence."""
+    """The first rule of `entry` whose match holds for `head`: the winner by precedence.
+
+    `entry`'s path index gives the rules whose path can hold, in precedence order; the result
+    is the linear scan's (`candidates(...)[0]`).
+    """
     path = head.path
     params: Mapping[str, str] | None = None
-    # The path test is inlined (it is `path_holds`): most candidates fail here.
-    for code, value, n, path_only, rule in entry.for_path(path):
+    # `PathIndex.items`, inlined: a method call costs as much as the dict probes.
+    index = entry.index or entry.path_index()
+    found = index.other
+    by_key = index.by_key
+    if by_key:
+        hit = by_key.get(path)  # an Exact value: every item holds (PATH_HOLDS)
+        if hit is not None:
+            found = hit
+        elif path[:1] == "/":
+            end = path.find("/", 1)
+            found = by_key.get(path[1:end] if end > 0 else path[1:], found)
+    # The path test is inlined (it is `item_holds`): most candidates fail here.
+    for code, value, n, path_only, rule in found:
         if code == PATH_PREFIX:
             if not path.startswith(value) or (len(path) > n and path[n] != "/"):
                 continue
         elif code == PATH_EXACT:
             if path != value:
                 continue
-        else:
+        elif code == PATH_REGEX:
             regex = rule.match.path_regex
             if regex is None or regex.fullmatch(path) is None:
                 continue
-        if path_only:
+        if path_only:  # PATH_HOLDS: found under its Exact value, which is the path
             return rule
         m = rule.match
         if m.queries and params is None:

@@ -30,13 +30,30 @@ def redirect() -> Filter:
 
 def test_memoized_decisions_equal_fresh_ones_and_the_memo_stays_bounded() -> None:
     table = compile_routes(route("web", ["shop.example.com"], rule(prefix("/"))))
-    paths = [f"/item/{i}" for i in range(matching.DECISION_MEMO_SIZE + 10)]
+    paths = [f"/item/{i}" for i in range(matching.RULE_MEMO_SIZE + 10)]
     first = [matching.decide(table, head(p), roll=0.5) for p in paths]
 
-    assert len(table.decisions) <= matching.DECISION_MEMO_SIZE  # emptied when full, never grown
+    winner = first[0]
+    assert isinstance(winner, Forward)
+    memo = winner.compiled.decisions()  # the rule's memo: emptied when full, never grown
+    assert 0 < len(memo) <= matching.RULE_MEMO_SIZE
     again = [matching.decide(table, head(p), roll=0.9) for p in paths[-5:]]
     assert again == first[-5:]
+    assert all(again[i] is memo[p] for i, p in enumerate(paths[-5:]))  # served from the memo
     assert all(isinstance(d, Forward) and d.path == p for d, p in zip(first, paths, strict=True))
+
+
+def test_decisions_that_depend_on_more_than_the_path_are_not_memoized() -> None:
+    split = (BackendRef(WEB, weight=1), BackendRef(API, weight=1))
+    table = compile_routes(
+        route("split", [HOST], rule(prefix("/split"), backends=split)),
+        route("moved", [HOST], rule(prefix("/old"), filters=(redirect(),), backends=())),
+    )
+    for path in ("/split", "/old"):
+        matching.decide(table, head(path), roll=0.5)
+        entry = table.lookup(HOST)
+        assert entry is not None
+        assert all(r.decisions() == {} for r in entry.rules)
 
 
 @settings(max_examples=150, deadline=None)

@@ -528,23 +528,6 @@ def test_candidates_lists_every_match_in_precedence_order() -> None:
     assert matching.first_match(entry, head("/api/x")) is found[0]
 
 
-def test_decision_with_many_rules_uses_the_segment_index() -> None:
-    rules = [rule(prefix(f"/s{i}"), name=f"s{i}") for i in range(12)]
-    rules += [rule(regex("/s[0-9]+/special"), name="regex"), rule(exact("/"), name="root")]
-    rules.append(rule(exact("/s3/exact"), name="s3-exact"))
-    table = compile_routes(route("r", [HOST], *rules))
-    entry = table.lookup(HOST)
-    assert entry is not None
-    assert len(entry.by_segment) == 13  # s0..s11 and "" (the Exact "/")
-    assert forwarded(table, head("/s3/x")).rule == "shop/r#s3"
-    assert forwarded(table, head("/s3")).rule == "shop/r#s3"
-    assert forwarded(table, head("/s3/exact")).rule == "shop/r#s3-exact"
-    assert forwarded(table, head("/s30/special")).rule == "shop/r#regex"
-    assert forwarded(table, head("/")).rule == "shop/r#root"
-    assert matching.decide(table, head("/elsewhere"), roll=0.0) == matching.NO_ROUTE
-    assert matching.decide(table, head("*"), roll=0.0) == matching.NO_ROUTE
-
-
 def test_catch_all_host_entry_serves_unknown_hosts_on_an_exact_table() -> None:
     table = compile_routes(
         route("named", [HOST], rule(prefix("/a"))), route("any", [], rule(prefix("/")))
