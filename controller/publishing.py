@@ -2,10 +2,21 @@
 
 Protocol (DESIGN.md §1), served under `/v1`:
 
-* `GET /v1/snapshot?after=V&applied=A&gateway=ID&zone=Z&wait=S` answers `200` with the latest
-  snapshot JSON as soon as its version is greater than `V`, or `304` when none appears within
-  `S` seconds (capped by `PublishSettings.max_wait_s`). Both answers carry `X-Fleetgate-Version`
-  (the latest version, 0 when none yet); a `200` also carries `ETag` (the content checksum).
+* `GET /v1/snapshot?after=V&checksum=C&applied=A&gateway=ID&zone=Z&wait=S` answers `200` with
+  the latest snapshot JSON as soon as its version is greater than `V`, or — when the gateway sent
+  the checksum `C` of the table it holds — as soon as the latest content differs from `C` and is
+  not version `V` itself, or `304` when neither happens within `S` seconds (capped by
+  `PublishSettings.max_wait_s`). Both answers carry `X-Fleetgate-Version` (the latest version, 0
+  when none yet); a `200` also carries `ETag` (the content checksum).
+* **Replicas are interchangeable.** Versions come from each replica's clock, so a gateway moving
+  from one replica to another (a Service in front of several) may hold a version the new replica
+  has not reached, or passed, with other content. The checksum settles it: a replica answers with
+  its latest whenever the content differs from what the gateway holds, whatever the numbers.
+* **Deltas.** When the gateway sent `C`, did not ask `delta=0`, and the publisher still has the
+  parts of a snapshot with checksum `C` (the last `PublishSettings.delta_bases` published), and
+  only spreads' targets changed since, the `200` is a delta (`policies.delta`: the changed
+  spreads, a few kB instead of megabytes) with `X-Fleetgate-Base: C`. A gateway that cannot apply
+  it asks again with `delta=0` and gets the full snapshot.
 * **Applied versions ride on the next poll** (`applied=A`) rather than on a separate
   `POST`: a gateway re-polls the moment it has applied a snapshot, so the report costs no extra
   request and arrives as early as a POST would. `after` is the last version the gateway
@@ -43,13 +54,16 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from policies import delta
 from policies import snapshot as wire
 from policies.table import RoutingTable
 
 log = logging.getLogger(__name__)
 
 VERSION_HEADER = "X-Fleetgate-Version"
+BASE_HEADER = "X-Fleetgate-Base"  # on a delta: the checksum of the table it applies to
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,252}")
+_CHECKSUM_RE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,6 +76,7 @@ class PublishSettings:
     forget_after_s: float = 3600.0  # ... and is dropped from the registry after this long
     max_gateways: int = 10_000  # registry cap; polls from further new ids are served unrecorded
     history: int = 256  # published versions remembered to compute each gateway's lag
+    delta_bases: int = 16  # recent snapshots a delta can start from (their digests are kept)
     token: str | None = None  # when set, gateways must send `Authorization: Bearer <token>`
 
 
@@ -71,6 +86,7 @@ class Snapshot:
 
     table: RoutingTable
     body: bytes  # `policies.snapshot.encode(table)`: the JSON of `dump(table)`
+    parts: wire.Parts  # the per-part JSON and digests `body` was joined from (for deltas)
 
     @property
     def version(self) -> int:
@@ -86,7 +102,12 @@ class Snapshot:
 
         Right after `compile_table` this reuses the canonical JSON its checksum was computed from.
         """
-        return cls(table, wire.encode(table))
+        return cls.from_parts(table, wire.parts_of(table))
+
+    @classmethod
+    def from_parts(cls, table: RoutingTable, parts: wire.Parts) -> Snapshot:
+        """`table` whose wire parts are known (`policies.incremental.Compiled`)."""
+        return cls(table, wire.encode(table, parts), parts)
 
     def data(self) -> dict[str, Any]:
         """The wire dict, decoded again (for callers that want `publish(dict)`-style access)."""
@@ -161,6 +182,9 @@ class Publisher:
         self.settings = settings or PublishSettings()
         self._clock = clock
         self._latest: Snapshot | None = None
+        # checksum -> digests of the recent snapshots a delta may start from, oldest first
+        self._bases: collections.OrderedDict[str, wire.Digests] = collections.OrderedDict()
+        self._deltas: dict[str, bytes | None] = {}  # base checksum -> delta to the latest
         self._published_at: collections.deque[tuple[int, float]] = collections.deque(
             maxlen=max(1, self.settings.history)
         )
@@ -188,6 +212,11 @@ class Publisher:
                 f"snapshot version must increase, got v{snapshot.version} after v{live.version}"
             )
         self._latest = snapshot
+        self._bases[snapshot.checksum] = snapshot.parts.digests
+        self._bases.move_to_end(snapshot.checksum)
+        while len(self._bases) > max(1, self.settings.delta_bases):
+            self._bases.popitem(last=False)
+        self._deltas.clear()
         self._published_at.append((snapshot.version, self._clock()))
         log.info(
             "published snapshot version=%d checksum=%s bytes=%d",
@@ -335,19 +364,44 @@ class Publisher:
                     await self._applied_changed.wait()
         return rollout
 
-    async def wait_newer(self, after: int, *, timeout_s: float) -> Snapshot | None:
-        """The latest snapshot once its version exceeds `after`; None on timeout or shutdown."""
+    async def wait_newer(
+        self, after: int, *, timeout_s: float, checksum: str | None = None
+    ) -> Snapshot | None:
+        """The latest snapshot once it is newer than what a gateway holds; None on timeout or
+        shutdown. Newer: a version above `after`, or (with the `checksum` of the gateway's table)
+        other content that is not version `after` itself (see "Replicas are interchangeable")."""
         try:
             async with asyncio.timeout(timeout_s):
                 while True:
                     latest = self._latest
-                    if latest is not None and latest.version > after:
+                    if latest is not None and (
+                        latest.version > after
+                        or (
+                            checksum is not None
+                            and latest.checksum != checksum
+                            and latest.version != after
+                        )
+                    ):
                         return latest
                     if self._closing:
                         return None
                     await self._new_version.wait()
         except TimeoutError:
             return None
+
+    def delta(self, snapshot: Snapshot, base: str) -> bytes | None:
+        """`snapshot` as a delta from the table with checksum `base`, when the publisher still
+        knows that table's digests and a delta can express the change; else None."""
+        if snapshot is not self._latest:
+            return None
+        if base not in self._deltas:
+            digests = self._bases.get(base)
+            self._deltas[base] = (
+                None
+                if digests is None or base == snapshot.checksum
+                else delta.encode_delta(digests, snapshot.parts, version=snapshot.version)
+            )
+        return self._deltas[base]
 
     def close(self) -> None:
         """Release every open long-poll (304, `Connection: close`) so the server drains quickly."""
@@ -470,11 +524,14 @@ async def _get_snapshot(request: web.Request) -> web.Response:
     zone = _id_param(query, "zone")
     wait_s = _wait_param(query, publisher.settings)
     metrics_url = _metrics_param(request, publisher)
+    held = query.get("checksum") or None
+    if held is not None and not _CHECKSUM_RE.fullmatch(held):
+        raise web.HTTPBadRequest(text=f"checksum must be 64 hex digits, got {held[:72]!r}\n")
 
     if gateway_id is not None:
         publisher.begin_poll(gateway_id, zone, applied, metrics_url)
     try:
-        found = await publisher.wait_newer(after, timeout_s=wait_s)
+        found = await publisher.wait_newer(after, timeout_s=wait_s, checksum=held)
     finally:
         if gateway_id is not None:
             publisher.end_poll(gateway_id)
@@ -488,7 +545,13 @@ async def _get_snapshot(request: web.Request) -> web.Response:
         return response
     headers[VERSION_HEADER] = str(found.version)
     headers["ETag"] = f'"{found.checksum}"'
-    return web.Response(body=found.body, content_type="application/json", headers=headers)
+    body = found.body
+    if held is not None and query.get("delta") != "0":
+        delta_body = publisher.delta(found, held)
+        if delta_body is not None:
+            body = delta_body
+            headers[BASE_HEADER] = held
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 async def _get_gateways(request: web.Request) -> web.Response:

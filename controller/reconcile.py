@@ -1,4 +1,4 @@
-"""Reconcile: debounced, level-triggered rebuild of the whole table; publishes only changed content.
+"""Reconcile: debounced, level-triggered rebuild of the table; publishes only changed content.
 
 Asyncio shell around the pure compiler; the compile and the JSON encoding run in a worker thread.
 
@@ -11,10 +11,17 @@ change can never leave the table half-updated. Inputs:
   written in `MemberCluster` documents are always included; an observed entry for the same
   (cluster, service port) replaces the static one.
 
-A burst of changes becomes one rebuild: the loop waits until inputs have been quiet for
-`debounce_s`, but never longer than `max_delay_s` after the first unbuilt change, so a constantly
-churning inventory still gets published. The rebuilt table is published only when its checksum
-differs from the last published one (traefik's `DeepEqual` skip).
+Debounce, leading and trailing edge: a change that comes after a quiet period (no rebuild
+started within `debounce_s`) is built at once, so a lone EndpointSlice change is not delayed by
+the debounce; changes that arrive while a rebuild runs, or right after one, are coalesced: the
+loop waits until inputs have been quiet for `debounce_s`, but never longer than `max_delay_s`
+after the first unbuilt change, so a constantly churning inventory still gets published. A burst
+thus costs at most two rebuilds (its first change, then the rest). The rebuilt table is published
+only when its checksum differs from the last published one (traefik's `DeepEqual` skip).
+
+Each rebuild is one table compiled from everything known, but not necessarily from scratch:
+`policies.incremental.Compiler` re-resolves only the spreads over services whose endpoints changed
+when the policies are the same, and its result equals a full compile.
 
 Versions: `max(previous + 1, wall-clock milliseconds)`. They strictly increase within a run and,
 because they follow the clock, keep increasing across controller restarts without a state file;
@@ -33,6 +40,7 @@ from collections.abc import Callable
 from controller.publishing import Publisher, Snapshot
 from policies import table as tables
 from policies.errors import PolicyError
+from policies.incremental import Compiler
 from policies.model import PolicySet
 from policies.table import Inventory
 from policies.validation import Refused
@@ -44,7 +52,7 @@ log = logging.getLogger(__name__)
 class ReconcileSettings:
     """Rebuild pacing (controller process settings)."""
 
-    debounce_s: float = 0.2  # quiet period after the last input change before rebuilding
+    debounce_s: float = 0.2  # quiet period: a change after one is built at once, others wait one
     max_delay_s: float = 2.0  # rebuild at most this long after the first unbuilt change
 
 
@@ -55,6 +63,7 @@ class ReconcileStatus:
     version: int | None  # last published version
     checksum: str | None  # its content checksum
     builds: int  # tables compiled
+    incremental: int  # ... of which only re-resolved the spreads whose endpoints changed
     published: int  # ... of which had new content and were published
     unchanged: int  # ... of which matched the last published checksum and were dropped
     failures: int  # compiles that raised; the last published table stays
@@ -81,6 +90,9 @@ class Reconciler:
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
         self._builds = self._published = self._unchanged = self._failures = 0
+        self._incremental = 0
+        self._compiler = Compiler()
+        self._static: tuple[PolicySet, Inventory] | None = None  # static endpoints per policies
         self._last_error: str | None = None
 
     def update_policies(self, policies: PolicySet, refused: Refused = frozenset()) -> None:
@@ -105,6 +117,7 @@ class Reconciler:
             version=latest.version if latest else None,
             checksum=latest.checksum if latest else None,
             builds=self._builds,
+            incremental=self._incremental,
             published=self._published,
             unchanged=self._unchanged,
             failures=self._failures,
@@ -119,10 +132,14 @@ class Reconciler:
 
     async def _rebuild_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        last_end = -float("inf")
         while True:
             await self._changed.wait()
             first_change = loop.time()
-            while True:
+            # Leading edge: the first change after a quiet period is built at once; one that
+            # arrived during the last rebuild, or just after it, waits for the burst to settle.
+            quiet = first_change - last_end >= self.settings.debounce_s
+            while not quiet:
                 self._changed.clear()
                 quiet_s = min(
                     self.settings.debounce_s,
@@ -147,6 +164,7 @@ class Reconciler:
                 self._failures += 1
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("rebuild failed; the last published table stays")
+            last_end = loop.time()
 
     async def rebuild(self) -> Snapshot | None:
         """Compile now from the current inputs; publish and return the snapshot if it changed.
@@ -162,10 +180,14 @@ class Reconciler:
             version = self._next_version(latest)
             last_checksum = latest.checksum if latest else None
             self._builds += 1
+            if self._static is None or self._static[0] is not policies:
+                self._static = (policies, tables.inventory_from_clusters(policies.clusters))
+            inventory = _merged(self._static[1], self._observed)
             try:
-                built = await asyncio.to_thread(
-                    _build, policies, self._refused, self._observed, version, last_checksum
-                )
+                built, incremental = await asyncio.to_thread(
+                    _build, self._compiler, policies, self._refused, inventory, version,
+                    last_checksum,
+                )  # fmt: skip
             except PolicyError as exc:
                 self._failures += 1
                 self._last_error = str(exc)
@@ -173,6 +195,8 @@ class Reconciler:
                     log.error("table not compiled: %s", problem)
                 return None
             self._last_error = None
+            if incremental:
+                self._incremental += 1
             if built is None:
                 self._unchanged += 1
                 log.debug("rebuild produced the published content; not publishing")
@@ -187,22 +211,29 @@ class Reconciler:
 
 def merge_inventory(policies: PolicySet, observed: Inventory) -> Inventory:
     """Static MemberCluster endpoints, overridden per (cluster, service port) by observed ones."""
-    static = tables.inventory_from_clusters(policies.clusters)
+    return _merged(tables.inventory_from_clusters(policies.clusters), observed)
+
+
+def _merged(static: Inventory, observed: Inventory) -> Inventory:
     if not observed.endpoints:
         return static
+    if not static.endpoints:
+        return observed
     return Inventory(endpoints={**static.endpoints, **observed.endpoints})
 
 
 def _build(
+    compiler: Compiler,
     policies: PolicySet,
     refused: Refused,
-    observed: Inventory,
+    inventory: Inventory,
     version: int,
     last_checksum: str | None,
-) -> Snapshot | None:
-    """Compile and encode (worker thread; inputs are frozen). None when the content is unchanged."""
-    inventory = merge_inventory(policies, observed)
-    table = tables.compile_table(policies, inventory, version=version, refused=refused)
-    if table.checksum == last_checksum:
-        return None
-    return Snapshot.encode(table)
+) -> tuple[Snapshot | None, bool]:
+    """Compile and encode (worker thread; inputs are frozen): (the snapshot, None when the content
+    is unchanged; whether the compile was incremental)."""
+    compiled = compiler.compile(policies, inventory, version=version, refused=refused)
+    incremental = compiled.changed is not None
+    if compiled.table.checksum == last_checksum:
+        return None, incremental
+    return Snapshot.from_parts(compiled.table, compiled.parts), incremental

@@ -8,14 +8,30 @@ The loop (DESIGN.md §1, static stability):
    `startup_timeout_s`). When that brings no snapshot — controller unreachable, or it has none
    yet — the cached snapshot on disk is loaded instead, so a gateway restarted during a
    controller outage serves its last table rather than nothing.
-2. **Long-poll**: `GET /v1/snapshot?after=<received>&applied=<applied>&gateway=<id>&zone=<z>`.
-   A `200` body is decoded and verified by `policies.snapshot.load` (schema version and checksum)
-   off the event loop, handed to the sink, and written to the cache atomically (temp file, fsync,
-   rename, fsync of the directory). The applied version is reported by the very next poll.
-3. **Failures** (refused connection, timeout, 5xx) back off with full jitter between
+2. **Long-poll**: `GET /v1/snapshot?after=<received>&checksum=<held>&applied=<applied>&
+   gateway=<id>&zone=<z>`. A `200` body is decoded and verified by `policies.snapshot` (schema
+   version and checksum) off the event loop, handed to the sink, and written to the cache
+   atomically (temp file, fsync, rename, fsync of the directory). The applied version is reported
+   by the very next poll.
+3. **Deltas**: a `200` with `X-Fleetgate-Base` is a delta from the table held
+   (`policies.delta`): only the changed spreads are decoded, the checksum is recombined from the
+   held table's digests and verified, and the spreads are swapped into the held table. A delta
+   that does not apply (another base, a checksum mismatch, a malformed body) is logged and the
+   next poll, at once, asks for the full snapshot (`delta=0`): a wrong table is never served.
+4. **The cache stays a full snapshot**: a full body is written as received; after deltas the
+   table held is encoded and written once updates have been quiet for `cache_quiet_s` (encoding
+   2 MB costs a tenth of a second that a burst of changes should not pay each time). A crash in
+   that window leaves the previous full snapshot, older but whole and verified.
+5. **Failures** (refused connection, timeout, 5xx) back off with full jitter between
    `backoff_base_s` and `backoff_max_s`; the live table keeps serving throughout. A snapshot that
    fails verification or that the sink refuses is logged and counted, and not fetched again
    (`after` moves past it) until a newer one is published.
+
+Controller replicas are interchangeable (`controller.publishing`): whichever answers, the gateway
+applies content that differs from its own. Versions come from each replica's clock, so one replica
+may answer with a version below the one held; the sink only takes newer versions, so such a table
+is handed to it renumbered one above the live one, while the controller is told the version it
+published (`applied`), which is what its rollouts count.
 """
 
 from __future__ import annotations
@@ -32,6 +48,7 @@ import aiohttp
 
 from gateway.errors import GatewayError
 from gateway.sink import TableSink
+from policies import delta
 from policies import snapshot as wire
 from policies.errors import PolicyError
 from policies.table import RoutingTable
@@ -39,6 +56,7 @@ from policies.table import RoutingTable
 log = logging.getLogger(__name__)
 
 VERSION_HEADER = "X-Fleetgate-Version"
+BASE_HEADER = "X-Fleetgate-Base"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,6 +75,7 @@ class SubscriberSettings:
     startup_timeout_s: float = 3.0  # the first fetch; the disk cache is used when it fails
     backoff_base_s: float = 0.2  # first retry delay after a failed poll (jittered)
     backoff_max_s: float = 10.0  # retry delay ceiling during a long outage
+    cache_quiet_s: float = 2.0  # after a delta, write the full cache once updates pause this long
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,6 +90,8 @@ class SubscriberStatus:
     refused: int  # snapshots that failed verification or that the sink refused
     last_error: str | None  # the most recent failure or refusal
     last_contact: float | None  # wall-clock time of the last successful request
+    deltas: int  # snapshots applied as deltas
+    delta_failures: int  # deltas that did not apply (each followed by a full fetch)
 
 
 class Subscriber:
@@ -87,6 +108,10 @@ class Subscriber:
         self._refused = 0
         self._last_error: str | None = None
         self._last_contact: float | None = None
+        self._held: tuple[RoutingTable, wire.Digests] | None = None  # handed to the sink
+        self._want_full = False  # the last delta did not apply: ask for the whole snapshot
+        self._deltas = self._delta_failures = 0
+        self._cache_wanted = asyncio.Event()  # the held table is newer than the cache file
 
     @property
     def status(self) -> SubscriberStatus:
@@ -99,12 +124,37 @@ class Subscriber:
             refused=self._refused,
             last_error=self._last_error,
             last_contact=self._last_contact,
+            deltas=self._deltas,
+            delta_failures=self._delta_failures,
         )
 
     async def run(self) -> None:
         """Fetch (or load the cache), then follow the controller until cancelled."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._follow(), name="subscriber.poll")
+            if self.settings.cache_path is not None:
+                tg.create_task(self._write_cache_when_quiet(), name="subscriber.cache")
+
+    async def _write_cache_when_quiet(self) -> None:
+        """Write the held table as a full snapshot once deltas have paused (see 4. above)."""
+        path = self.settings.cache_path
+        assert path is not None
+        while True:
+            await self._cache_wanted.wait()
+            while True:
+                self._cache_wanted.clear()
+                try:
+                    async with asyncio.timeout(self.settings.cache_quiet_s):
+                        await self._cache_wanted.wait()
+                except TimeoutError:
+                    break
+            held = self._held
+            if held is None:
+                continue
+            try:
+                await asyncio.to_thread(_write_table, path, held[0], self._applied)
+            except OSError as exc:
+                log.warning("cannot cache snapshot path=%s: %s", path, exc)
 
     async def _follow(self) -> None:
         headers = {"Accept": "application/json", "User-Agent": "fleetgate-gateway"}
@@ -149,6 +199,10 @@ class Subscriber:
             "gateway": self.settings.gateway_id,
             "wait": f"{wait_s:g}",
         }
+        if self._held is not None:
+            params["checksum"] = self._held[1].checksum
+        if self._want_full:
+            params["delta"] = "0"
         if self.settings.zone:
             params["zone"] = self.settings.zone
         if self.settings.metrics_url:
@@ -166,12 +220,34 @@ class Subscriber:
                     return False
                 body = await resp.read()
                 announced = resp.headers.get(VERSION_HEADER, "")
+                base = resp.headers.get(BASE_HEADER)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._fail(f"cannot reach the controller at {url}: {str(exc) or type(exc).__name__}")
             return False
         self._contact()
-        await self._accept(body, source="controller", announced=announced)
+        if base is None:
+            self._want_full = False
+            await self._accept(body, source="controller", announced=announced)
+        else:
+            await self._accept_delta(body, base)
         return True
+
+    async def _accept_delta(self, body: bytes, base: str) -> None:
+        """Apply a delta to the held table; on any failure, ask for the full snapshot next."""
+        held = self._held
+        try:
+            if held is None or held[1].checksum != base:
+                raise ValueError(f"it applies to {base[:12]}, not to the table held")
+            table, digests = await asyncio.to_thread(delta.apply_delta, held[0], held[1], body)
+        except (PolicyError, ValueError, KeyError, TypeError) as exc:
+            self._delta_failures += 1
+            self._want_full = True
+            log.warning("delta snapshot not applied, fetching the full one: %s", exc)
+            return
+        self._deltas += 1
+        self._received = table.version
+        if self._install(table, digests, "controller") and self.settings.cache_path is not None:
+            self._cache_wanted.set()
 
     def _contact(self) -> None:
         if not self._connected and self._failures:
@@ -195,28 +271,43 @@ class Subscriber:
     async def _accept(self, body: bytes, *, source: str, announced: str = "") -> bool:
         """Verify `body`, hand it to the sink, cache it. False when refused."""
         try:
-            table = await asyncio.to_thread(decode, body)
+            table, digests = await asyncio.to_thread(decode_digested, body)
         except (PolicyError, ValueError, KeyError, TypeError) as exc:
             if announced.isdigit():
-                self._received = max(self._received, int(announced))
+                self._received = int(announced)
             return self._refuse(f"snapshot from {source} failed verification: {exc}")
-        self._received = max(self._received, table.version)
-        if table.version <= self._applied:
+        if source == "controller":
+            self._received = table.version  # the answering replica's number, even if lower
+        if source == "cache" and table.version <= self._applied:
             return self._refuse(
                 f"snapshot v{table.version} from {source} is not newer than v{self._applied}"
             )
-        try:
-            self._sink.apply(table)
-        except (GatewayError, ValueError) as exc:
-            return self._refuse(f"gateway refused snapshot v{table.version}: {exc}")
-        self._applied = table.version
-        self._source = source
-        log.info("applied snapshot version=%d source=%s", table.version, source)
+        if not self._install(table, digests, source):
+            return False
         if source == "controller" and self.settings.cache_path is not None:
+            self._cache_wanted.clear()  # this full body supersedes a pending write
             try:
                 await asyncio.to_thread(write_atomically, self.settings.cache_path, body)
             except OSError as exc:
                 log.warning("cannot cache snapshot path=%s: %s", self.settings.cache_path, exc)
+        return True
+
+    def _install(self, table: RoutingTable, digests: wire.Digests, source: str) -> bool:
+        """Hand `table` to the sink (renumbered if a replica's clock put it below the live one)."""
+        served = table
+        held = self._held
+        if held is not None and table.version <= held[0].version:
+            if (table.version, table.checksum) == (self._applied, held[0].checksum):
+                return True  # the table held, sent again: nothing to do
+            served = dataclasses.replace(table, version=held[0].version + 1)
+        try:
+            self._sink.apply(served)
+        except (GatewayError, ValueError) as exc:
+            return self._refuse(f"gateway refused snapshot v{table.version}: {exc}")
+        self._held = (served, digests)
+        self._applied = table.version
+        self._source = source
+        log.info("applied snapshot version=%d source=%s", table.version, source)
         return True
 
     def _refuse(self, message: str) -> bool:
@@ -245,6 +336,16 @@ class Subscriber:
 def decode(body: bytes) -> RoutingTable:
     """JSON → verified table. CPU-bound; runs in a worker thread."""
     return wire.loads(body)
+
+
+def decode_digested(body: bytes) -> tuple[RoutingTable, wire.Digests]:
+    """`decode`, with the digests deltas are verified against."""
+    return wire.loads_digested(body)
+
+
+def _write_table(path: Path, table: RoutingTable, version: int) -> None:
+    """Cache `table` as the full snapshot the controller published as `version`."""
+    write_atomically(path, wire.encode(dataclasses.replace(table, version=version)))
 
 
 def write_atomically(path: Path, body: bytes) -> None:

@@ -103,6 +103,20 @@ def compile_table(
     from policies import snapshot  # snapshot imports policies.table only; no cycle at load time
 
     with acyclic.paused_collector():
+        table, _ = compile_unsigned(policies, inventory, version=version, refused=refused)
+        return dataclasses.replace(table, checksum=snapshot.checksum(table))
+
+
+def compile_unsigned(
+    policies: PolicySet,
+    inventory: Inventory,
+    *,
+    version: int,
+    refused: Refused = frozenset(),
+) -> tuple[RoutingTable, Resolver]:
+    """`compile_table` without the checksum (""), and the resolver that knows which backendRef
+    each spread came from (what `policies.incremental` re-resolves after an endpoint change)."""
+    with acyclic.paused_collector():
         resolver = Resolver(policies, inventory, refused)
         compiled = [(route, compile_route(route, resolver)) for route in policies.routes]
         hosts, wildcards, any_host = index_hosts(compiled)
@@ -114,7 +128,7 @@ def compile_table(
             backends=dict(sorted(resolver.spreads.items())),
             checksum="",
         )
-        return dataclasses.replace(table, checksum=snapshot.checksum(table))
+        return table, resolver
 
 
 class Filters(NamedTuple):
@@ -143,6 +157,9 @@ class Resolver:
         self._by_spread_key: dict[tuple[object, ...], Backend] = {}
         self._by_ref_key: dict[tuple[object, ...], Backend] = {}
         self._tuples: dict[tuple[int, ...], tuple[Backend, ...]] = {}
+        # spread id -> a backendRef it was resolved from, for the spreads whose targets come
+        # from the inventory (not the invalid or refused ones)
+        self.resolvable: dict[str, BackendRef] = {}
 
     def backend(self, route: Route, ref: BackendRef) -> Backend:
         spread = self._spread(route, ref)
@@ -212,8 +229,9 @@ class Resolver:
         elif not permitted:
             found = Backend(f"{service}~refused", service, 1, (), resolved=False)
         else:
-            targets = self._targets(ref)
+            targets = self.targets(ref)
             found = Backend(_spread_id(ref), service, 1, targets, resolved=bool(targets))
+            self.resolvable.setdefault(found.id, ref)
         found = self._by_spread_key[key] = self._remember(found)
         return found
 
@@ -231,7 +249,8 @@ class Resolver:
             for grant in self._grants
         )
 
-    def _targets(self, ref: BackendRef) -> tuple[ClusterTarget, ...]:
+    def targets(self, ref: BackendRef) -> tuple[ClusterTarget, ...]:
+        """The clusters a (valid, permitted) backendRef spreads over, with their endpoints."""
         selector = ref.cluster_selector
         chosen: list[tuple[MemberCluster, int, int]] = []  # (cluster, weight, priority)
         if ref.clusters:

@@ -1,10 +1,11 @@
 """Model dataclasses ⇄ plain JSON values, field by field, with precise errors. Pure.
 
 The value codec under `policies.snapshot`: `endpoint_rows` and `endpoints` carry the bulk of a
-snapshot as compact rows; `plain` writes a frozen model value (dataclasses,
-enums, tuples, scalars) leaving out fields at their default; `decode` rebuilds it from its type
-hints and names the offending field (`routes[3].rules[0].settings.timeouts.request_s: must be
-float, got str 'fast'`) in a SnapshotError.
+snapshot (each target's endpoints) as compact rows; `plain` writes a frozen model value
+(dataclasses, enums, tuples, scalars) leaving out fields at their default; `decode` rebuilds it
+from its type hints and names the offending field
+(`routes[3].rules[0].settings.timeouts.request_s: must be float, got str 'fast'`) in a
+SnapshotError.
 """
 
 from __future__ import annotations
@@ -49,37 +50,27 @@ def compact(fields: dict[str, Json]) -> dict[str, Json]:
     return {k: v for k, v in fields.items() if v is not None and v != []}
 
 
-def endpoint_rows(found: Iterable[Endpoint]) -> tuple[list[Json], dict[int, int]]:
-    """The distinct endpoints of `found` as sorted `[host, port, cluster, zone?, ready?]` rows,
-    and each object's row number by `id()`.
+def endpoint_rows(found: Iterable[Endpoint]) -> list[Json]:
+    """`found` as `[host, port, cluster, zone?, ready?]` rows, in order.
 
-    Endpoints are the bulk of a snapshot (tens of thousands), hence rows rather than objects, and
-    identities first: the compiler shares Endpoint objects, and hashing an int is cheaper than
-    hashing a dataclass. Equal endpoints get one row whatever objects carry them, and the order
-    (cluster, host, port, zone, ready) depends on content only.
+    Endpoints are the bulk of a snapshot (tens of thousands), hence rows rather than objects,
+    without their trailing defaults.
     """
-    by_id = {id(e): e for e in found}
-    keys = {
-        i: (e.cluster, e.host, e.port, e.zone or "", e.ready, e.zone is None)
-        for i, e in by_id.items()
-    }
-    order = sorted(set(keys.values()))
-    numbers = {key: n for n, key in enumerate(order)}
     rows: list[Json] = []
-    for cluster, host, port, zone, ready, no_zone in order:
-        if not ready:
-            rows.append([host, port, cluster, None if no_zone else zone, False])
-        elif not no_zone:
-            rows.append([host, port, cluster, zone])
+    for e in found:
+        if not e.ready:
+            rows.append([e.host, e.port, e.cluster, e.zone, False])
+        elif e.zone is not None:
+            rows.append([e.host, e.port, e.cluster, e.zone])
         else:
-            rows.append([host, port, cluster])
-    return rows, {i: numbers[key] for i, key in keys.items()}
+            rows.append([e.host, e.port, e.cluster])
+    return rows
 
 
-def endpoints(rows: Json) -> list[Endpoint]:
+def endpoints(rows: Json, where: str = "endpoints") -> list[Endpoint]:
     """`endpoint_rows`' rows as Endpoints, in a tight loop (no per-field type dispatch)."""
     if type(rows) is not list:
-        raise error("endpoints", f"must be a list, got {type(rows).__name__}")
+        raise error(where, f"must be a list, got {type(rows).__name__}")
     decoded = []
     for i, row in enumerate(rows):
         size = len(row) if type(row) is list else 0
@@ -97,7 +88,7 @@ def endpoints(rows: Json) -> list[Endpoint]:
                 decoded.append(Endpoint(host, port, cluster, zone, ready))
                 continue
         raise error(
-            f"endpoints[{i}]",
+            f"{where}[{i}]",
             f"must be [host: str, port: int, cluster: str, zone: str | null, ready: bool]"
             f" without its trailing defaults, got {row!r}",
         )

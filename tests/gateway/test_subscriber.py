@@ -217,7 +217,8 @@ async def test_a_corrupt_snapshot_is_refused_once_and_the_table_stays(tmp_path: 
             good = Snapshot.encode(make_table(2, "v2.example"))
             tampered = json.loads(good.body)
             tampered["hosts"] = {"evil.example": tampered["hosts"]["v2.example"]}
-            publisher.publish(Snapshot(good.table, json.dumps(tampered).encode()))
+            # Other hosts, so not expressible as a delta: the tampered full body is what is sent.
+            publisher.publish(Snapshot(good.table, json.dumps(tampered).encode(), good.parts))
             await eventually(lambda: subscriber.status.refused == 1)
             await eventually(lambda: subscriber.status.received == 2)
             assert sink.version == 1
@@ -233,7 +234,7 @@ async def test_a_corrupt_snapshot_is_refused_once_and_the_table_stays(tmp_path: 
 
 async def test_a_corrupt_cache_is_ignored(tmp_path: Path, closed_port: int) -> None:
     cache = tmp_path / "snapshot.json"
-    cache.write_bytes(b'{"schema": "fleetgate.io/snapshot/v1", "truncat')
+    cache.write_bytes(b'{"schema": "fleetgate.io/snapshot/v2", "truncat')
     sink = Holder()
     config = settings(f"http://127.0.0.1:{closed_port}", cache)
     async with subscribed(config, sink) as subscriber:

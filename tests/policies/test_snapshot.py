@@ -139,11 +139,21 @@ def rich_table(version: int = 3) -> RoutingTable:
     return compile_routes(*routes, clusters=(EAST, west), version=version)
 
 
+def canonical_sha256(value: object) -> str:
+    return hashlib.sha256(
+        json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
 def resign(data: dict[str, Any]) -> dict[str, Any]:
-    """`data` with its checksum recomputed as the format defines it."""
-    body = {k: v for k, v in data.items() if k not in ("schema", "version", "checksum")}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return {**data, "checksum": hashlib.sha256(canonical.encode()).hexdigest()}
+    """`data` with its checksum recomputed as the format defines it (written out here, from the
+    module docstring, rather than with the module's own helpers)."""
+    routes = {
+        k: v for k, v in data.items() if k not in ("schema", "version", "checksum", "backends")
+    }
+    spreads = {bid: canonical_sha256(spread) for bid, spread in data["backends"].items()}
+    checksum = canonical_sha256({"backends": spreads, "routes": canonical_sha256(routes)})
+    return {**data, "checksum": checksum}
 
 
 def test_round_trip_is_exact() -> None:
@@ -152,7 +162,7 @@ def test_round_trip_is_exact() -> None:
     loaded = snapshot.load(wire)
     assert loaded == t
     assert loaded.checksum == t.checksum == wire["checksum"]
-    assert wire["schema"] == "fleetgate.io/snapshot/v1"
+    assert wire["schema"] == "fleetgate.io/snapshot/v2"
     assert wire["version"] == 3
     assert resign(wire)["checksum"] == wire["checksum"]
     # The rebuilt indices and regexes work: the same requests give the same decisions.
@@ -310,6 +320,13 @@ def test_bad_content_is_named(change: Any, message: str) -> None:
     assert isinstance(caught.value, PolicyError)
 
 
+def test_backends_must_be_an_object() -> None:
+    wire = json.loads(json.dumps(snapshot.dump(rich_table())))
+    wire["backends"] = []
+    with pytest.raises(SnapshotError, match="backends: must be an object, got list"):
+        snapshot.load(wire)
+
+
 def test_the_checksum_must_match_the_content() -> None:
     wire = json.loads(json.dumps(snapshot.dump(rich_table())))
     wire["hosts"][HOST] = wire["hosts"][HOST][:1]
@@ -331,7 +348,7 @@ def test_the_checksum_must_match_the_content() -> None:
 )
 def test_schema_is_checked_first(data: object, message: str) -> None:
     with pytest.raises(
-        SnapshotError, match=r"schema: must be 'fleetgate\.io/snapshot/v1'"
+        SnapshotError, match=r"schema: must be 'fleetgate\.io/snapshot/v2'"
     ) as caught:
         snapshot.load(data)
     assert message in str(caught.value)
@@ -339,7 +356,7 @@ def test_schema_is_checked_first(data: object, message: str) -> None:
 
 def test_data_that_is_not_json_is_refused() -> None:
     wire = copy.deepcopy(snapshot.dump(compile_routes()))
-    wire["endpoints"] = {1, 2}
+    wire["refs"] = {1, 2}
     with pytest.raises(SnapshotError, match="is not plain JSON data"):
         snapshot.load(wire)
 
@@ -390,7 +407,7 @@ def test_encoded_bytes_are_the_dump_and_are_verified_as_received() -> None:
         snapshot.loads(tampered)
 
 
-def test_endpoint_rows_carry_zone_and_readiness_and_equal_endpoints_once() -> None:
+def test_endpoint_rows_carry_zone_and_readiness_in_the_targets_order() -> None:
     found = (
         Endpoint("127.0.1.4", 80, "east", zone="", ready=False),
         Endpoint("127.0.1.1", 80, "east"),
@@ -402,14 +419,14 @@ def test_endpoint_rows_carry_zone_and_readiness_and_equal_endpoints_once() -> No
     policies = PolicySet(routes=(route("r", [HOST]),), clusters=(checked,))
     t = compile_table(policies, Inventory({("east", WEB): found}), version=1)
     wire = json.loads(snapshot.encode(t))
-    assert wire["endpoints"] == [
+    (target,) = wire["backends"]["shop/web:80"]["targets"]
+    assert target["endpoints"] == [
+        ["127.0.1.4", 80, "east", "", False],
         ["127.0.1.1", 80, "east"],
         ["127.0.1.2", 80, "east", "e1"],
         ["127.0.1.3", 80, "east", None, False],
-        ["127.0.1.4", 80, "east", "", False],
+        ["127.0.1.1", 80, "east"],
     ]
-    (target,) = wire["backends"]["shop/web:80"]["targets"]
-    assert target["endpoints"] == [3, 0, 1, 2, 0]
     assert target["health_check"] == {"path": "/ready", "interval_s": 2}
     assert snapshot.load(wire) == t
 
@@ -428,7 +445,8 @@ def test_endpoint_rows_carry_zone_and_readiness_and_equal_endpoints_once() -> No
 )
 def test_bad_endpoint_rows_are_named(rows: object, message: str) -> None:
     wire = json.loads(json.dumps(snapshot.dump(rich_table())))
-    wire["endpoints"] = rows
+    wire["backends"]["shop/web:80"]["targets"][0]["endpoints"] = rows
     with pytest.raises(SnapshotError) as caught:
         snapshot.load(resign(wire))
+    assert "backends.shop/web:80.targets[0].endpoints" in str(caught.value)
     assert message in str(caught.value)
