@@ -6,6 +6,11 @@
 * `--workers N`: this process keeps the controller half and serves the snapshot API on an
   internal loopback port; N worker processes subscribe to it like any gateway replica and share
   the listen port with SO_REUSEPORT; the admin port adds up their metrics (gateway.workers).
+  Each worker gets the TLS, drain, zone and gateway config settings a single process would.
+
+Gateway settings: `--zone` makes the balancer prefer clusters in that zone; `--gateway-config
+FILE` (policies.gatewayconfig) holds the fleet administrator's circuit breaker and namespace
+quotas, read at start-up (an invalid file: exit 2).
 
 Reloads: the directory is polled (`--poll-interval`) and a change is loaded once it has been
 quiet for `--debounce`; SIGHUP loads at once. An invalid edit is logged with the same
@@ -57,6 +62,7 @@ from gateway.admin import split_address
 from gateway.metrics import ReloadStats
 from gateway.replica import Feeder, GatewayProcess, ProcessSettings, handle_signals
 from gateway.settings import GatewaySettings, Listener
+from policies.gatewayconfig import GatewayConfig
 from policies.model import Origin, PolicySet, Problem, Severity
 from policies.table import RoutingTable
 from policies.validation import Refused
@@ -99,6 +105,7 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, listen: str) -> No
         "--debounce", type=float, default=0.2, metavar="S", help="quiet time before a reload"
     )
     replica.add_tls_arguments(parser)
+    replica.add_config_arguments(parser)
     add_dns_arguments(parser)
     parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="S")
     parser.add_argument(
@@ -164,6 +171,9 @@ class RunSettings:
     drain_delay_s: float = 0.0
     admin_token: str | None = None
     tls_listener: Listener | None = None  # HTTPS listener next to `listen` (--tls-listen)
+    zone: str | None = None  # the balancer prefers clusters in this zone (--zone)
+    gateway_config: Path | None = None  # --gateway-config (each worker reads it too)
+    config: GatewayConfig = dataclasses.field(default_factory=GatewayConfig)  # what it says
     releases: ReleaseOptions = dataclasses.field(default_factory=ReleaseOptions)
     dns: DnsSettings = dataclasses.field(default_factory=DnsSettings)  # MemberCluster `dns` names
 
@@ -173,12 +183,13 @@ class RunSettings:
             raise ValueError(f"--workers must be at least 1, got {args.workers}")
         listen = split_address(args.listen)
         listeners = replica.listeners_from(args, listen)
-        if len(listeners) > 1 and args.workers > 1:
-            raise ValueError("--tls-listen with --workers N is not supported yet")
         return cls(
             directory=directory,
             listen=listen,
             tls_listener=listeners[1] if len(listeners) > 1 else None,
+            zone=args.zone,
+            gateway_config=args.gateway_config,
+            config=replica.gateway_config_from(args.gateway_config),
             admin=None if args.admin == "none" else args.admin,
             workers=args.workers,
             access_log=args.access_log,
@@ -241,8 +252,9 @@ class PolicyPipeline:
             ReconcileSettings(debounce_s=debounce_s, max_delay_s=max(2.0, 4 * debounce_s)),
         )
         # Built-in analysis scrapes these; `fleetgate run` points it at its own admin port.
+        # Without a static list: what the live gateways report when they poll.
         self.metrics_targets: Callable[[], Sequence[str]] = lambda: (
-            releases.observations.metrics_urls
+            releases.observations.metrics_urls or self.publisher.metrics_urls()
         )
         self._refused: Refused = frozenset()  # the source's refused references, passed on
         # Names in the files are followed from the first load on; answers replace the port's
@@ -385,6 +397,8 @@ class Embedded:
                 access_log=settings.access_log,
                 drain_timeout_s=settings.drain_timeout_s,
                 admin_token=settings.admin_token,
+                zone=settings.zone,
+                config=settings.config,
             ),
             parts={"policy": pipeline.status, "dns": pipeline.dns_status},
             reload=pipeline.reload_stats,
@@ -435,14 +449,21 @@ async def _serve_workers(
         site = web.TCPSite(internal, "127.0.0.1", 0)
         await site.start()
         api_host, api_port = internal.addresses[0][:2]
+        tls = settings.tls_listener
         pool = workers.WorkerPool(
             workers.WorkerSettings(
                 count=settings.workers,
                 listen=settings.listen,
                 controller_url=f"http://{api_host}:{api_port}",
                 gateway_id=f"{os.uname().nodename}/{os.getpid()}",
+                zone=settings.zone,
                 access_log=settings.access_log,
                 drain_timeout_s=settings.drain_timeout_s,
+                tls_listen=None if tls is None else (tls.host, tls.port),
+                certificates=() if tls is None else tls.certificates,
+                drain_delay_s=settings.drain_delay_s,
+                gateway_config=settings.gateway_config,
+                admin_token=settings.admin_token,
             )
         )
         view = workers.WorkersView(
@@ -471,8 +492,10 @@ async def _workers_banner(
 ) -> None:
     while not stop.is_set():
         if await view.not_ready() is None:
+            secure = f", https://{pool.tls_listen}" if pool.tls_listen else ""
             print(
-                f"fleetgate run: listening on http://{pool.listen} with {settings.workers} workers"
+                f"fleetgate run: listening on http://{pool.listen}{secure}"
+                f" with {settings.workers} workers"
                 + (f", admin http://{view.admin_address}" if view.admin_address else "")
                 + f" (policies: {settings.directory})",
                 file=sys.stderr,

@@ -8,10 +8,16 @@ How it fits together (DESIGN.md §2, "one gateway process per core"):
   the embedded controller in the parent, on an internal loopback port; under `fleetgate gateway`
   it is the real controller. So every worker serves the same versions, `/v1/gateways` lists
   each worker, and a release step waits for all of them, with no table-passing code of its own.
-* **The port**: the parent binds the listen address with SO_REUSEPORT first (without
-  listening), which fixes the port when 0 was asked for and reports "address in use" before
-  any worker starts; the workers bind the same address with SO_REUSEPORT and the kernel spreads
-  connections over them. A worker binds only after it applied its first table.
+* **The ports**: the parent binds the listen address (and the TLS one) with SO_REUSEPORT first
+  (without listening), which fixes the port when 0 was asked for and reports "address in use"
+  before any worker starts; the workers bind the same addresses with SO_REUSEPORT and the
+  kernel spreads connections over them. A worker binds only after it applied its first table.
+* **Per-process settings**: every worker gets the same flags as a single process would: TLS
+  certificate files (each worker loads them and polls them for changes itself, so a replaced
+  certificate reaches every worker within a second or so), the drain delay, the gateway config
+  file (each reads it), the zone. The admin token guards the parent's admin port only: the
+  workers' admin sockets live in a directory only this user can enter, and the token is kept
+  out of their argv and environment.
 * **Metrics and status**: each worker serves its admin app on a unix socket in a private
   directory. The parent's admin port asks all of them at scrape time (`/counters`, `/status`,
   `/readyz`) and adds the counters up (gateway.metrics): the exact totals of the moment, every
@@ -44,6 +50,7 @@ import aiohttp
 from gateway import metrics
 from gateway.admin import StatusPart, bound_address, start_admin
 from gateway.metrics import ReloadStats, Snapshot
+from gateway.settings import CertificateFiles
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,11 @@ class WorkerSettings:
     cache_dir: Path | None = None  # each worker keeps its snapshot cache here
     token: str | None = None
     python: str = sys.executable
+    tls_listen: tuple[str, int] | None = None  # HTTPS listener; port 0 = any, chosen once
+    certificates: tuple[CertificateFiles, ...] = ()  # for `tls_listen`, the first the default
+    drain_delay_s: float = 0.0  # each worker keeps accepting this long after readiness fails
+    gateway_config: Path | None = None  # each worker reads it (policies.gatewayconfig)
+    admin_token: str | None = None  # the parent's admin port (see the module docstring)
 
 
 class WorkerPool:
@@ -75,24 +87,38 @@ class WorkerPool:
         if settings.count < 1:
             raise ValueError(f"workers must be at least 1, got {settings.count}")
         self.settings = settings
-        self._reserved: socket.socket | None = None
+        self._reserved: list[socket.socket] = []
         self._dir: Path | None = None
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = False
         self.restarts = 0
         self.port = settings.listen[1]
+        self.tls_port = settings.tls_listen[1] if settings.tls_listen else 0
 
     @property
     def listen(self) -> str:
         return f"{self.settings.listen[0]}:{self.port}"
+
+    @property
+    def tls_listen(self) -> str | None:
+        tls = self.settings.tls_listen
+        return None if tls is None else f"{tls[0]}:{self.tls_port}"
 
     def socket_path(self, index: int) -> Path:
         assert self._dir is not None
         return self._dir / f"worker-{index}.sock"
 
     async def start(self) -> None:
-        """Reserve the port and start every worker (they bind once they have a table)."""
-        host, port = self.settings.listen
+        """Reserve the ports and start every worker (they bind once they have a table)."""
+        self.port = self._reserve(self.settings.listen)
+        if self.settings.tls_listen is not None:
+            self.tls_port = self._reserve(self.settings.tls_listen)
+        self._dir = Path(tempfile.mkdtemp(prefix="fleetgate-workers-"))
+        for index in range(self.settings.count):
+            await self._spawn(index)
+
+    def _reserve(self, address: tuple[str, int]) -> int:
+        host, port = address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         reserved = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -102,11 +128,9 @@ class WorkerPool:
         except OSError:
             reserved.close()
             raise
-        self._reserved = reserved
-        self.port = reserved.getsockname()[1]
-        self._dir = Path(tempfile.mkdtemp(prefix="fleetgate-workers-"))
-        for index in range(self.settings.count):
-            await self._spawn(index)
+        self._reserved.append(reserved)
+        bound: int = reserved.getsockname()[1]
+        return bound
 
     def _argv(self, index: int) -> list[str]:
         s = self.settings
@@ -120,6 +144,7 @@ class WorkerPool:
             "--worker", str(index),
             "--parent-pid", str(os.getpid()),
             "--drain-timeout", str(s.drain_timeout_s),
+            "--drain-delay", str(s.drain_delay_s),
         ]  # fmt: skip
         if s.zone:
             argv += ["--zone", s.zone]
@@ -129,11 +154,19 @@ class WorkerPool:
             argv += ["--cache-dir", str(s.cache_dir)]
         if s.token:
             argv += ["--token", s.token]
+        if self.tls_listen is not None:
+            argv += ["--tls-listen", self.tls_listen]
+            for pair in s.certificates:
+                argv += ["--tls-cert", pair.cert_file, "--tls-key", pair.key_file]
+        if s.gateway_config is not None:
+            argv += ["--gateway-config", str(s.gateway_config)]
         return argv
 
     async def _spawn(self, index: int) -> None:
         self.socket_path(index).unlink(missing_ok=True)
-        proc = await asyncio.create_subprocess_exec(*self._argv(index))
+        # No admin token for the workers' private admin sockets (see the module docstring).
+        env = {k: v for k, v in os.environ.items() if k != "FLEETGATE_ADMIN_TOKEN"}
+        proc = await asyncio.create_subprocess_exec(*self._argv(index), env=env)
         self._procs[index] = proc
         log.info("worker started index=%d pid=%d", index, proc.pid)
 
@@ -163,7 +196,8 @@ class WorkerPool:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.drain_timeout_s + _KILL_MARGIN_S
+        s = self.settings
+        deadline = time.monotonic() + s.drain_delay_s + s.drain_timeout_s + _KILL_MARGIN_S
         clean = True
         for index, proc in self._procs.items():
             try:
@@ -179,9 +213,9 @@ class WorkerPool:
         return clean
 
     def close(self) -> None:
-        if self._reserved is not None:
-            self._reserved.close()
-            self._reserved = None
+        for reserved in self._reserved:
+            reserved.close()
+        self._reserved.clear()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -263,6 +297,7 @@ class WorkersView:
             "ready": reason is None,
             "not_ready": reason,
             "listen": self.pool.listen,
+            "tls_listen": self.pool.tls_listen,
             "workers": [
                 body if status == 200 else {"worker": str(i), "error": body}
                 for i, (status, body) in enumerate(answers)
@@ -294,7 +329,8 @@ async def supervise(
 ) -> bool:
     """The parent's life: admin port, workers, `feeders` (the embedded controller), until
     `stop`; then readiness fails, workers drain and exit. True when every worker exited 0."""
-    runner = await start_admin(view, admin) if admin else None
+    token = pool.settings.admin_token
+    runner = await start_admin(view, admin, token=token) if admin else None
     clean = False
     try:
         if runner is not None:

@@ -1,5 +1,6 @@
 """TLS flags: `fleetgate run --tls-listen --tls-cert --tls-key` serves HTTPS by SNI as a real
-process; unpaired or orphan flags are refused before anything binds."""
+process, with one worker or several; unpaired or orphan flags are refused before anything
+binds."""
 
 from __future__ import annotations
 
@@ -27,7 +28,10 @@ def _write(tmp_path: Path, cert: trustme.LeafCert, name: str) -> tuple[str, str]
     return str(chain), str(key)
 
 
-async def test_run_serves_https_with_the_certificate_chosen_by_sni(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_run_serves_https_with_the_certificate_chosen_by_sni(
+    tmp_path: Path, workers: str
+) -> None:
     ca = trustme.CA()
     shop_cert, shop_key = _write(tmp_path, ca.issue_cert("shop.test"), "shop")
     other_cert, other_key = _write(tmp_path, ca.issue_cert("other.test"), "other")
@@ -43,7 +47,7 @@ async def test_run_serves_https_with_the_certificate_chosen_by_sni(tmp_path: Pat
         ["run", "-c", str(policies), "--listen", "127.0.0.1:0", "--admin", "none",
          "--tls-listen", "127.0.0.1:0",
          "--tls-cert", other_cert, "--tls-key", other_key,
-         "--tls-cert", shop_cert, "--tls-key", shop_key],
+         "--tls-cert", shop_cert, "--tls-key", shop_key, "--workers", workers],
         tmp_path / "run.log",
     )  # fmt: skip
     try:

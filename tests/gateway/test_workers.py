@@ -4,19 +4,28 @@ API, counted on the parent's single admin port. Both loops in the parent."""
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
+import trustme
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller import publishing
 from controller.publishing import Publisher
 from gateway import workers
+from policies.model import Route, RouteKind, ServiceRef
+from policies.table import RoutingTable
 from tests.conftest import eventually
+from tests.gateway import tables
 from tests.gateway.conftest import EAST, StartApp
 from tests.gateway.tables import single
+from tests.running import FleetgateProcess
 
 REQUESTS = 60
 
@@ -95,3 +104,135 @@ async def test_two_workers_share_one_port_and_add_up_on_one_admin_port(
     assert status["table"]["version"] == table.version
     assert sorted(rollout.applied) == ["test/worker-0", "test/worker-1"]
     assert supervising.result() is True  # every worker drained and exited 0
+
+
+WORKERS_BANNER = re.compile(
+    r"listening on http://(\S+?), https://(\S+?) with 2 workers, admin http://(\S+?) "
+)
+TOKEN = "s3cret-admin-token"
+
+
+def _write_cert(cert: trustme.LeafCert, chain: Path, key: Path) -> None:
+    """Write a pair the way a certificate manager replaces files (rename over the old ones)."""
+    for path, data in (
+        (chain, b"".join(blob.bytes() for blob in cert.cert_chain_pems)),
+        (key, cert.private_key_pem.bytes()),
+    ):
+        temp = path.with_name(f".{path.name}.tmp")
+        temp.write_bytes(data)
+        temp.replace(path)
+
+
+def _limited_table(address: str) -> RoutingTable:
+    """shop.test, plus limited.test in namespace "limited" (which has a quota)."""
+    limited_web = ServiceRef("limited", "web", 80)
+    limited = Route(
+        RouteKind.TRAFFIC_POLICY,
+        "limited",
+        "api",
+        ("limited.test",),
+        (tables.rule(tables.ref(limited_web)),),
+    )
+    member = tables.member("east", {tables.service(): [address], limited_web: [address]})
+    return tables.table([member], [tables.rule(tables.ref())], extra_routes=[limited])
+
+
+async def test_two_workers_with_tls_token_drain_delay_and_config_behave_like_one(
+    app_upstream: StartApp, snapshot_api: tuple[Publisher, str], tmp_path: Path
+) -> None:
+    publisher, api = snapshot_api
+    publisher.publish(_limited_table(await app_upstream("east", EAST)))
+    ca, new_ca = trustme.CA(), trustme.CA()
+    chain, key = tmp_path / "shop.pem", tmp_path / "shop.key"
+    _write_cert(ca.issue_cert("shop.test"), chain, key)
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "apiVersion: fleetgate.io/v1alpha1\nkind: GatewayConfig\nspec:\n"
+        "  namespaceQuotas: [{namespace: limited, requestsPerSecond: 0.001, burst: 1}]\n"
+    )
+    gateway = FleetgateProcess(
+        ["gateway", "--controller", api, "--workers", "2",
+         "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+         "--tls-listen", "127.0.0.1:0", "--tls-cert", str(chain), "--tls-key", str(key),
+         "--admin-token", TOKEN, "--drain-delay", "3", "--drain-timeout", "5",
+         "--gateway-config", str(config)],
+        tmp_path / "gateway.log",
+    )  # fmt: skip
+    try:
+        await gateway.start(banner=WORKERS_BANNER, timeout_s=60)
+        found = WORKERS_BANNER.search(gateway.text())
+        assert found is not None
+        plain, secure, admin = found.groups()
+
+        async def https_round(trusted: trustme.CA, rounds: int) -> int:
+            """Fresh TLS connections (spread over the workers): how many were answered 200."""
+            ctx = ssl.create_default_context()
+            trusted.configure_trust(ctx)
+            answered = 0
+            connector = aiohttp.TCPConnector(ssl=ctx, force_close=True)
+            async with aiohttp.ClientSession(connector=connector) as client:
+                for _ in range(rounds):
+                    try:
+                        async with client.get(
+                            f"https://{secure}/",
+                            server_hostname="shop.test",
+                            headers={"Host": "shop.test"},
+                        ) as resp:
+                            answered += resp.status == 200
+                    except aiohttp.ClientConnectorCertificateError:
+                        pass  # the certificate served is not (yet) the one trusted
+            return answered
+
+        assert await https_round(ca, 20) == 20
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"http://{admin}/metrics") as resp:
+                assert resp.status == 401
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            async with client.get(f"http://{admin}/metrics", headers=auth) as resp:
+                assert resp.status == 200
+                counts = per_worker(await resp.text())
+            assert set(counts) == {"0", "1"}
+            assert all(n > 0 for n in counts.values()), counts  # both served TLS
+            async with client.get(f"http://{admin}/readyz") as resp:
+                assert resp.status == 200  # probes stay open
+
+        # The gateway config reached the workers: a keep-alive connection (one worker) gets
+        # its namespace's one request, then 429 with Retry-After.
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(connector=connector) as client:
+            statuses, retry_after = [], None
+            for _ in range(2):
+                async with client.get(f"http://{plain}/", headers={"Host": "limited.test"}) as resp:
+                    statuses.append(resp.status)
+                    retry_after = resp.headers.get("Retry-After")
+            assert statuses == [200, 429]
+            assert retry_after is not None
+            assert int(retry_after) >= 1
+
+        # Each worker reloads the replaced certificate files by itself.
+        _write_cert(new_ca.issue_cert("shop.test"), chain, key)
+
+        async def all_reloaded() -> bool:
+            return await https_round(new_ca, 20) == 20
+
+        await eventually(all_reloaded, timeout_s=30, interval_s=0.2)
+
+        # SIGTERM: readiness fails at once, the listeners keep accepting for the drain delay.
+        gateway.send(signal.SIGTERM)
+
+        async def unready() -> bool:
+            async with (
+                aiohttp.ClientSession() as client,
+                client.get(f"http://{admin}/readyz") as resp,
+            ):
+                return resp.status == 503
+
+        await eventually(unready, timeout_s=10, interval_s=0.02)
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(f"http://{plain}/", headers={"Host": "shop.test"}) as resp,
+        ):
+            assert resp.status == 200  # accepted during the drain delay
+        assert await gateway.wait(timeout_s=30) == 0
+    finally:
+        await gateway.close()
