@@ -181,3 +181,30 @@ async def test_refused_references_reach_the_compiler() -> None:
         await eventually(lambda: len(rig.tables) == 2)
     refused, granted = (t.hosts["shop.example"].rules[0].backends[0] for t in rig.tables)
     assert (refused.resolved, granted.resolved) == (False, True)
+
+
+async def test_a_change_after_a_quiet_period_is_built_without_the_debounce() -> None:
+    # A debounce far longer than the test: only the leading edge can build these in time.
+    settings = ReconcileSettings(debounce_s=3600.0, max_delay_s=7200.0)
+    async with running(settings) as rig:
+        rig.reconciler.update_policies(policies())
+        await eventually(lambda: len(rig.tables) == 1)
+        status = rig.reconciler.status
+    assert (status.builds, status.pending) == (1, False)
+
+
+async def test_changes_right_after_a_rebuild_are_coalesced_into_one() -> None:
+    observed = [
+        Inventory(endpoints={("a", WEB): (Endpoint(f"127.0.1.{i}", 8080, "a"),)}) for i in (7, 8)
+    ]
+    settings = ReconcileSettings(debounce_s=2.0, max_delay_s=10.0)
+    async with running(settings) as rig:
+        rig.reconciler.update_policies(policies())
+        await eventually(lambda: len(rig.tables) == 1)
+        for inventory in observed:  # within the debounce of the first build: one burst
+            rig.reconciler.update_inventory(inventory)
+        await eventually(lambda: len(rig.tables) == 2)
+        await eventually(lambda: not rig.reconciler.status.pending)
+        status = rig.reconciler.status
+    assert endpoints_of(rig.tables[1]) == ["127.0.1.8:8080"]
+    assert (status.builds, status.incremental) == (2, 1)  # the endpoint change: incremental
