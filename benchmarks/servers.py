@@ -85,7 +85,13 @@ def nginx_proxy(
 
 
 def haproxy(
-    directory: Path, *, port: int, backend_port: int, workers: int, access_log: bool
+    directory: Path,
+    *,
+    port: int,
+    backend_port: int,
+    workers: int,
+    access_log: bool,
+    resilience: bool = False,
 ) -> Launch:
     work = _scratch(directory)
     conf = work / "haproxy.cfg"
@@ -96,6 +102,9 @@ def haproxy(
         # With -db HAProxy stays in the foreground; its stdout goes to the log file.
         "global_log": "    log stdout format raw daemon" if access_log else "",
         "defaults_log": "    log global\n    option httplog" if access_log else "",
+        # Resilience on: active health checks as fleetgate's (HAProxy already retries failed
+        # connects, 3 times by default, and nginx retries and marks failing servers by default).
+        "server_check": " check inter 5s" if resilience else "",
     }
     conf.write_text(render("haproxy.cfg", values))
     return Launch("haproxy", ["haproxy", "-db", "-f", str(conf)], port)
@@ -129,10 +138,11 @@ def fleetgate(
     workers: int,
     access_log: bool,
     routes: int,
+    resilience: bool = False,
 ) -> Launch:
     policies = directory / "policies"
     aim = route_table.write_policy_dir(
-        policies, routes=routes, endpoint=f"127.0.0.1:{backend_port}"
+        policies, routes=routes, endpoint=f"127.0.0.1:{backend_port}", resilience=resilience
     )
     argv = [
         *command,

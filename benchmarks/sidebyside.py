@@ -7,6 +7,10 @@ proxy is pinned to core 1; every config gets a warm-up, then each round runs eve
 in a rotated order with gaps; ratios to nginx come from the same round, medians over rounds.
 
     python benchmarks/sidebyside.py --rounds 5 --duration 10 --connections 50 --routes 100
+
+`--resilience` runs the same comparison with the resilience features on: fleetgate with active
+health checks, outlier detection and retries (benchmarks/route_table.py), HAProxy with active
+health checks; nginx already retries and marks failing servers by default.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class Options:
     worker_metric: str
     worker_label: str
     scratch: Path | None  # keep configs and logs here instead of a temporary directory
+    resilience: bool = False  # health checks, outlier detection and retries on
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -88,6 +93,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--workers", type=int, default=1, help="nginx workers, HAProxy threads, fleetgate workers"
     )
     parser.add_argument("--access-log", action="store_true", help="every proxy logs to a file")
+    parser.add_argument(
+        "--resilience",
+        action="store_true",
+        help="health checks, outlier detection and retries on (fleetgate; HAProxy checks)",
+    )
     parser.add_argument(
         "--only", default=",".join(PROXIES), help=f"comma list from {', '.join(CONFIGS)}"
     )
@@ -136,6 +146,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         worker_metric=args.worker_metric,
         worker_label=args.worker_label,
         scratch=args.scratch,
+        resilience=args.resilience,
     )
 
 
@@ -263,7 +274,12 @@ def launches(options: Options, work: Path, backend_port: int) -> list[servers.La
             )
         elif name == "haproxy":
             chosen.append(
-                servers.haproxy(work / "haproxy", access_log=options.access_log, **common)
+                servers.haproxy(
+                    work / "haproxy",
+                    access_log=options.access_log,
+                    resilience=options.resilience,
+                    **common,
+                )
             )
         elif name == "fleetgate":
             reason = servers.fleetgate_missing(options.fleetgate_command)
@@ -277,6 +293,7 @@ def launches(options: Options, work: Path, backend_port: int) -> list[servers.La
                     admin_port=free_port(),
                     access_log=options.access_log,
                     routes=options.routes,
+                    resilience=options.resilience,
                     **common,
                 )
             )
@@ -415,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"wrk -t1 -c{options.connections} -d{options.duration_s}s, {options.rounds} rounds, "
         f"workers {options.workers}, access log {'on' if options.access_log else 'off'}, "
+        f"resilience {'on' if options.resilience else 'off'}, "
         f"fleetgate table {options.routes} routes\n"
     )
     print(results.markdown)

@@ -257,7 +257,14 @@ def test_backend_body_is_104_bytes_of_json_and_templates_need_every_value() -> N
         servers.render("haproxy.cfg", {"port": 1, "workers": 1})
     conf = servers.render(
         "haproxy.cfg",
-        {"port": 1, "backend_port": 2, "workers": 1, "global_log": "", "defaults_log": ""},
+        {
+            "port": 1,
+            "backend_port": 2,
+            "workers": 1,
+            "global_log": "",
+            "defaults_log": "",
+            "server_check": "",
+        },
     )
     assert "server s1 127.0.0.1:2 maxconn 4000" in conf
     assert "{{" not in conf
