@@ -55,8 +55,8 @@ async def test_an_unknown_or_too_old_base_gets_the_full_snapshot(
 ) -> None:
     publisher = Publisher(PublishSettings(delta_bases=2))
     first = publisher.publish(fleet(1, "127.0.1.1:8080"))
-    for version in (2, 3):
-        latest = publisher.publish(fleet(version, f"127.0.1.{version}:8080"))
+    publisher.publish(fleet(2, "127.0.1.2:8080"))
+    latest = publisher.publish(fleet(3, "127.0.1.3:8080"))
     other_routes = publisher.publish(fleet(4, "127.0.1.4:8080", host="other.example"))
     async with serving(publisher) as url:
         for base in (first.checksum, "0" * 64, latest.checksum):
