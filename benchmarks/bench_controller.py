@@ -19,11 +19,15 @@ Measured:
   process before and after (VmRSS, VmHWM from /proc/self/status);
 * compile: the pure pipeline on the synced inputs, median of `--compiles` runs: merge inventory,
   `compile_table`, `Snapshot.encode` (dump + JSON), and a gateway's decode
-  (`policies.snapshot.loads`) for reference;
+  (`policies.snapshot.loads`), as after a policy change; then, as after one EndpointSlice change,
+  the incremental compile (`policies.incremental`), its encode, the delta
+  (`policies.delta.encode_delta`) and a gateway applying it (`apply_delta`);
 * change → gateways: `--changes` times, one EndpointSlice of a random member and Service gets a
   new endpoint address; from the write (sent to the simulators) to (a) the snapshot carrying it
   being published and (b) every gateway having applied it (the controller's registry: each
-  gateway reports its applied version on its next poll, sent the moment it applied).
+  gateway reports its applied version on its next poll, sent the moment it applied). The
+  controller runs as `fleetgate controller` does: a lone change is compiled at once (leading-edge
+  debounce), incrementally, and reaches the gateways as a delta.
 
 Results: a table on stdout and benchmarks/results/bench_controller.json.
 """
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -287,6 +292,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "max": round(max(applied), 4),
                 "gateways": args.gateways,
             }
+            report["served"] = dict(controller.publisher.served)
+            report["reconcile"] = {
+                k: v
+                for k, v in dataclasses.asdict(controller.reconciler.status).items()
+                if k in ("builds", "incremental", "published")
+            }
             report["memory_mib"]["end"] = memory()
             running.cancel()
     finally:
@@ -316,15 +327,30 @@ def _any_applied(publisher: Any, version: int) -> bool:
 
 
 def compile_figures(controller: Any, runs: int) -> dict[str, float]:
-    """The pure pipeline on the controller's current inputs (worker thread, as in reconcile)."""
+    """The pure pipeline on the controller's current inputs (worker thread, as in reconcile):
+    from scratch (`compile_table`, as after a policy change), and after one EndpointSlice change
+    (`policies.incremental.Compiler`, the delta, and a gateway applying it)."""
     from controller.publishing import Snapshot
     from controller.reconcile import merge_inventory
+    from policies import delta
     from policies import snapshot as wire
     from policies import table as tables
+    from policies.incremental import Compiler
+    from policies.table import Inventory
 
     load = controller.load
     observed = controller._observed()
-    samples: dict[str, list[float]] = {"merge": [], "compile_table": [], "encode": [], "decode": []}
+    samples: dict[str, list[float]] = {
+        "merge": [],
+        "compile_table": [],
+        "encode": [],
+        "decode": [],
+        "incremental_compile": [],
+        "incremental_encode": [],
+        "delta_encode": [],
+        "delta_apply": [],
+    }
+    compiler = Compiler()
     for run in range(runs):
         t0 = time.perf_counter()
         inventory = merge_inventory(load.policies, observed)
@@ -333,10 +359,28 @@ def compile_figures(controller: Any, runs: int) -> dict[str, float]:
         t2 = time.perf_counter()
         snapshot = Snapshot.encode(table)
         t3 = time.perf_counter()
-        wire.loads(snapshot.body)  # as gateway.subscriber.decode
+        held, digests = wire.loads_digested(snapshot.body)  # as gateway.subscriber.decode
         t4 = time.perf_counter()
-        for key, spent in zip(samples, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-            samples[key].append(spent)
+        # One EndpointSlice change: one (cluster, service port) gets another first endpoint.
+        compiler.compile(load.policies, inventory, version=run + 1)
+        key, endpoints = list(inventory.endpoints.items())[run * 997 % len(inventory.endpoints)]
+        moved = (dataclasses.replace(endpoints[0], host=f"127.99.0.{run + 1}"), *endpoints[1:])
+        changed = Inventory({**inventory.endpoints, key: moved})
+        t5 = time.perf_counter()
+        compiled = compiler.compile(load.policies, changed, version=run + 2)
+        t6 = time.perf_counter()
+        Snapshot.from_parts(compiled.table, compiled.parts)
+        t7 = time.perf_counter()
+        body = delta.encode_delta(digests, compiled.parts, version=run + 2)
+        t8 = time.perf_counter()
+        assert body is not None
+        assert compiled.changed
+        applied, _ = delta.apply_delta(held, digests, body)
+        t9 = time.perf_counter()
+        assert applied == compiled.table
+        spent = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5, t7 - t6, t8 - t7, t9 - t8)
+        for key_, seconds in zip(samples, spent, strict=True):
+            samples[key_].append(seconds)
     figures = {f"{key}_s": median_s(values) for key, values in samples.items()}
     figures["controller_total_s"] = round(
         figures["merge_s"] + figures["compile_table_s"] + figures["encode_s"], 4
@@ -357,6 +401,9 @@ def render(report: dict[str, Any]) -> str:
         f"  (merge {c['merge_s']:.3f}, compile_table {c['compile_table_s']:.3f},"
         f" encode {c['encode_s']:.3f})",
         f"decode + verify on one gateway                     {c['decode_s']:.3f} s",
+        f"after one EndpointSlice change: incremental compile {c['incremental_compile_s']:.4f} s,"
+        f" encode {c['incremental_encode_s']:.4f}, delta {c['delta_encode_s']:.5f},"
+        f" a gateway applying it {c['delta_apply_s']:.4f} s",
         f"controller RSS: {mem['before']['VmRSS']} MiB before, {mem['synced']['VmRSS']} synced,"
         f" peak {mem['end']['VmHWM']} MiB",
         f"EndpointSlice change -> snapshot published          median"
@@ -369,6 +416,7 @@ def render(report: dict[str, Any]) -> str:
         f" {report['change_to_all_gateways_applied_s']['median'] * 1000:.0f} ms"
         f" (max {report['change_to_all_gateways_applied_s']['max'] * 1000:.0f});"
         f" target <= 500 ms",
+        f"snapshots served: {report['served']}; rebuilds: {report['reconcile']}",
     ]
     return "\n".join(lines)
 

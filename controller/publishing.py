@@ -185,6 +185,7 @@ class Publisher:
         # checksum -> digests of the recent snapshots a delta may start from, oldest first
         self._bases: collections.OrderedDict[str, wire.Digests] = collections.OrderedDict()
         self._deltas: dict[str, bytes | None] = {}  # base checksum -> delta to the latest
+        self.served: collections.Counter[str] = collections.Counter()  # "full" / "delta" answers
         self._published_at: collections.deque[tuple[int, float]] = collections.deque(
             maxlen=max(1, self.settings.history)
         )
@@ -551,6 +552,7 @@ async def _get_snapshot(request: web.Request) -> web.Response:
         if delta_body is not None:
             body = delta_body
             headers[BASE_HEADER] = held
+    publisher.served["full" if body is found.body else "delta"] += 1
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 
