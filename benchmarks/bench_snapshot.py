@@ -4,7 +4,9 @@ Not a test: `python -m benchmarks.bench_snapshot [--clusters 10 --services 500 -
 (from the repository root). The fleet of benchmarks.bench_controller without its processes: one
 TrafficPolicy per Service on every member cluster, `--endpoints` ready endpoints per Service and
 cluster; then, as after an EndpointSlice change, one Service's endpoints in one cluster change
-and the table is compiled again. Prints the median of `--runs` runs of each step.
+and the table is compiled again: from scratch (`compile_table`, encode, a gateway's full decode)
+and incrementally (`policies.incremental.Compiler`, the delta from the previous table, a gateway
+applying it). Prints the median of `--runs` runs of each step.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import yaml
 from benchmarks.bench_controller import address
 from controller.publishing import Snapshot
 from gateway.subscriber import decode
+from policies import delta
+from policies import snapshot as wire
+from policies.incremental import Compiler
 from policies.loading import load_documents
 from policies.model import PolicySet, ServiceRef
 from policies.table import Endpoint, Inventory, compile_table
@@ -74,23 +79,47 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     policies = fleet(args.clusters, args.services)
-    samples: dict[str, list[float]] = {"compile_table": [], "encode": [], "decode": []}
-    size = 0
+    samples: dict[str, list[float]] = {
+        "compile_table": [],
+        "encode": [],
+        "decode": [],
+        "incremental_compile": [],
+        "delta_encode": [],
+        "delta_apply": [],
+    }
+    size = delta_size = 0
+    compiler = Compiler()
+    base = inventory(args.clusters, args.services, args.endpoints)
+    compiler.compile(policies, base, version=1)
+    held, digests = wire.loads_digested(
+        Snapshot.encode(compile_table(policies, base, version=1)).body
+    )
     for run in range(args.runs):
-        found = inventory(args.clusters, args.services, args.endpoints, generation=run)
+        found = inventory(args.clusters, args.services, args.endpoints, generation=run + 1)
         t0 = time.perf_counter()
-        table = compile_table(policies, found, version=run + 1)
+        table = compile_table(policies, found, version=run + 2)
         t1 = time.perf_counter()
         snapshot = Snapshot.encode(table)
         t2 = time.perf_counter()
         decoded = decode(snapshot.body)
         t3 = time.perf_counter()
         assert decoded == table
-        for key, spent in zip(samples, (t1 - t0, t2 - t1, t3 - t2), strict=True):
-            samples[key].append(spent)
-        size = len(snapshot.body)
+        t4 = time.perf_counter()
+        compiled = compiler.compile(policies, found, version=run + 2)
+        t5 = time.perf_counter()
+        body = delta.encode_delta(digests, compiled.parts, version=run + 2)
+        t6 = time.perf_counter()
+        assert body is not None
+        held, digests = delta.apply_delta(held, digests, body)
+        t7 = time.perf_counter()
+        assert held == table == compiled.table
+        spent = (t1 - t0, t2 - t1, t3 - t2, t5 - t4, t6 - t5, t7 - t6)
+        for key, seconds in zip(samples, spent, strict=True):
+            samples[key].append(seconds)
+        size, delta_size = len(snapshot.body), len(body)
     report = {f"{k}_s": round(statistics.median(v), 4) for k, v in samples.items()}
     report["snapshot_bytes"] = size
+    report["delta_bytes"] = delta_size
     print(json.dumps(report))
 
 
