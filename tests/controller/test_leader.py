@@ -26,6 +26,11 @@ FAST = LeaderSettings(
     retry_period_s=0.05,
 )
 
+# For tests that count leadership changes but are not about expiry: FAST's 0.4 s renew deadline
+# can pass on a loaded machine (a renewal is a read and a write), and the leader then steps down
+# and leads again. Renewals still come every retry period.
+ROOMY = {"lease_duration_s": 6.0, "renew_deadline_s": 4.0}
+
 
 class Tally:
     """Who leads, seen through the callbacks: never more than one at a time."""
@@ -97,7 +102,8 @@ async def test_two_electors_one_leader(start_simulator: StartSimulator, connect:
     hub = await start_simulator("hub")
     hub.latency_s = 0.05  # both first reads are in flight together: both try to create
     tally = Tally()
-    one, two = tally.elector(await connect(hub)), tally.elector(await connect(hub), identity="two")
+    one = tally.elector(await connect(hub), **ROOMY)
+    two = tally.elector(await connect(hub), identity="two", **ROOMY)
     async with running(one.run(), two.run()):
         await eventually(lambda: len(tally.leaders) == 1)
         leader = next(iter(tally.leaders))
@@ -155,7 +161,7 @@ async def test_a_conflict_on_renewal_is_handled(
 ) -> None:
     hub = await start_simulator("hub")
     tally = Tally()
-    one = tally.elector(await connect(hub))
+    one = tally.elector(await connect(hub), **ROOMY)
     async with running(one.run()):
         await eventually(lambda: one.is_leader)
         puts_before = sum(r.method == "PUT" for r in hub.requests)
