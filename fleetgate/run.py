@@ -10,7 +10,7 @@
 
 Gateway settings: `--zone` makes the balancer prefer clusters in that zone; `--gateway-config
 FILE` (policies.gatewayconfig) holds the fleet administrator's circuit breaker and namespace
-quotas, read at start-up (an invalid file: exit 2).
+quotas (an invalid file at start-up: exit 2; later changes are followed, gateway.configfile).
 
 Reloads: the directory is polled (`--poll-interval`) and a change is loaded once it has been
 quiet for `--debounce`; SIGHUP loads at once. An invalid edit is logged with the same
@@ -399,6 +399,7 @@ class Embedded:
                 admin_token=settings.admin_token,
                 zone=settings.zone,
                 config=settings.config,
+                config_path=settings.gateway_config,
             ),
             parts={"policy": pipeline.status, "dns": pipeline.dns_status},
             reload=pipeline.reload_stats,

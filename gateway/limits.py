@@ -99,5 +99,25 @@ class Limits:
                 if quota.max_concurrent > 0:
                     self._active[key] = limits.release(self._active.get(key, 0))
 
+    def configure(self, thresholds: Thresholds, namespace_quotas: Mapping[str, RateLimit]) -> None:
+        """New breaker and namespace quotas (the gateway config file changed).
+
+        A namespace whose quota changed gets a new, full bucket (as Envoy's local rate limit
+        does when its config is replaced); an unchanged quota keeps its bucket. In-flight counts
+        stay while the namespace keeps a concurrency cap, and are forgotten when it loses it, so
+        a cap added back later starts from zero rather than from counts that requests admitted
+        without a cap would never release."""
+        old = self.namespace_quotas
+        self.thresholds = thresholds
+        self.namespace_quotas = dict(namespace_quotas)
+        for key in [k for k in self._buckets if k.startswith("namespace:")]:
+            namespace = key[len("namespace:") :]
+            if self.namespace_quotas.get(namespace) != old.get(namespace):
+                del self._buckets[key]
+        for key in [k for k in self._active if k.startswith("namespace:")]:
+            quota = self.namespace_quotas.get(key[len("namespace:") :])
+            if quota is None or quota.max_concurrent <= 0:
+                del self._active[key]
+
     def in_flight(self, backend_id: str) -> int:
         return self._in_flight.get(backend_id, 0)

@@ -29,6 +29,7 @@ from typing import Any
 
 from gateway import accesslog
 from gateway.admin import LocalView, StatusPart, bound_address, split_address, start_admin
+from gateway.configfile import ConfigFollower
 from gateway.counters import Counters
 from gateway.metrics import Recorder, ReloadStats
 from gateway.server import Gateway
@@ -63,8 +64,10 @@ class ProcessSettings:
     # gateway.routing.BalancingPicker); None: no preference.
     zone: str | None = None
     # The fleet administrator's limits from `--gateway-config` (circuit breaker, namespace
-    # quotas; policies.gatewayconfig).
+    # quotas; policies.gatewayconfig), as read at start-up; with `config_path` the file is
+    # followed and a valid change replaces them (gateway.configfile).
     config: GatewayConfig = dataclasses.field(default_factory=GatewayConfig)
+    config_path: Path | None = None
 
 
 class GatewayProcess:
@@ -97,6 +100,14 @@ class GatewayProcess:
         self.applied = 0  # tables applied
         self.listening = asyncio.Event()  # set once the listeners are bound
         self.admin_address: str | None = None  # bound admin address once serving
+        self.config_follower = (
+            None
+            if settings.config_path is None
+            else ConfigFollower(settings.config_path, self._configure)
+        )
+
+    def _configure(self, config: GatewayConfig) -> None:
+        self.gateway.ctx.limits.configure(config.breaker, config.namespace_quotas)
 
     def apply(self, table: RoutingTable) -> None:
         """`gateway.sink.TableSink`: swap in `table` (raises StaleTableError if not newer)."""
@@ -124,6 +135,9 @@ class GatewayProcess:
                 ]
                 if self.access_handler is not None:
                     tasks.append(tg.create_task(self._flush_access_log(), name="gateway.flush"))
+                if self.config_follower is not None:
+                    follow = self.config_follower.run()
+                    tasks.append(tg.create_task(follow, name="gateway.config"))
                 await _first_of(self.first_table, stop)
                 if not stop.is_set():
                     await self.gateway.start()
@@ -365,6 +379,7 @@ def settings_from(args: argparse.Namespace) -> ReplicaSettings:
             admin_token=args.admin_token or None,
             zone=args.zone,
             config=gateway_config_from(args.gateway_config),
+            config_path=args.gateway_config,
         ),
         subscriber=SubscriberSettings(
             controller_url=args.controller,

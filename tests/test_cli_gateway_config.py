@@ -1,6 +1,7 @@
 """`--gateway-config` and `--zone` on real `fleetgate run` / `fleetgate gateway` processes: the
 balancer prefers the gateway's zone, namespace quotas and the circuit breaker come from the
-file, and a bad file is refused at start-up with its problems positioned."""
+file (and follow its changes), and a bad file is refused at start-up with its problems
+positioned."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.conftest import eventually
 from tests.fakes.upstream import RawUpstream
 from tests.running import FleetgateProcess
 
@@ -55,7 +57,7 @@ def _answer(body: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
 
 
-async def test_run_prefers_its_zone_and_enforces_the_namespace_quota(tmp_path: Path) -> None:
+async def test_run_prefers_its_zone_and_follows_the_namespace_quota(tmp_path: Path) -> None:
     east_ok, west_ok = _answer(b"east"), _answer(b"west")
     east = await RawUpstream(lambda request: east_ok, "127.0.1.1").start()
     west = await RawUpstream(lambda request: west_ok, "127.0.2.1").start()
@@ -85,6 +87,18 @@ async def test_run_prefers_its_zone_and_enforces_the_namespace_quota(tmp_path: P
                         retry_after = resp.headers.get("Retry-After")
                         reason = resp.headers.get("x-gateway-reason")
                         break
+            # The administrator raises the quota: followed without a restart.
+            temp = config.with_name(".gateway.yaml.tmp")
+            temp.write_text(CONFIG.replace("burst: 25", "burst: 1000"))
+            temp.replace(config)
+
+            async def admitted() -> bool:
+                async with client.get(
+                    f"http://{run.listen}/", headers={"Host": "shop.test"}
+                ) as resp:
+                    return resp.status == 200
+
+            await eventually(admitted, timeout_s=15, interval_s=0.2)
     finally:
         await run.close()
         await east.close()

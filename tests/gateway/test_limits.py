@@ -22,6 +22,7 @@ from policies.model import (
     TrafficSettings,
 )
 from policies.table import RoutingTable, compile_table, inventory_from_clusters
+from tests.conftest import eventually
 from tests.gateway import tables
 from tests.gateway.conftest import EAST, TEST_SETTINGS
 from tests.gateway.fleet import Backends, fetch, session
@@ -120,3 +121,49 @@ async def test_a_concurrency_quota_and_the_circuit_breaker_refuse_at_once(
         blog_reasons = Counter(task.result()[1].get("x-gateway-reason") for task in blog)
         assert shop_statuses == [200, 429]
         assert gw.counters.circuit_open == blog_reasons["circuit_open"] >= 1
+
+
+async def test_new_namespace_quotas_replace_the_old_ones_on_a_live_gateway(
+    started: list[Gateway],
+) -> None:
+    async with Backends() as backends:
+        backend = await backends.start("east", EAST)
+        table = _tenants(backend.address, TrafficSettings(), TrafficSettings())
+        quotas = {"blog": RateLimit(requests_per_s=0.01, burst=1)}
+        gw = await _gateway(started, table, namespace_quotas=quotas)
+        limits = gw.ctx.limits
+        async with session() as client:
+
+            async def statuses(host: str, count: int) -> list[int]:
+                return [(await fetch(client, gw.addresses[0], host=host))[0] for _ in range(count)]
+
+            assert await statuses("blog.test", 2) == [200, 429]
+            # The administrator moves the quota from blog to shop.
+            limits.configure(Thresholds(), {"shop": RateLimit(requests_per_s=0.01, burst=2)})
+            assert await statuses("blog.test", 3) == [200] * 3
+            assert await statuses("shop.test", 3) == [200, 200, 429]
+            # Back on blog: a fresh bucket, not the one emptied before.
+            limits.configure(Thresholds(), {"blog": RateLimit(requests_per_s=0.01, burst=1)})
+            assert await statuses("blog.test", 2) == [200, 429]
+            assert await statuses("shop.test", 2) == [200, 200]
+
+
+async def test_a_concurrency_cap_removed_and_added_back_starts_from_zero(
+    started: list[Gateway],
+) -> None:
+    async with Backends() as backends:
+        backend = await backends.start("east", EAST)
+        backend.latency_s = 0.5
+        table = _tenants(backend.address, TrafficSettings(), TrafficSettings())
+        capped = {"shop": RateLimit(1000, 1000, max_concurrent=1)}
+        gw = await _gateway(started, table, namespace_quotas=capped)
+        async with session() as client, asyncio.TaskGroup() as tg:
+            held = tg.create_task(fetch(client, gw.addresses[0], host="shop.test"))
+            await eventually(lambda: gw.ctx.limits.in_flight("shop/web:80") == 1)
+            # Lifted while a request is in flight, then set again: the request in flight
+            # (admitted under the old cap) no longer counts, so one new request fits.
+            gw.ctx.limits.configure(Thresholds(), {})
+            gw.ctx.limits.configure(Thresholds(), capped)
+            status, _ = await fetch(client, gw.addresses[0], host="shop.test")
+        assert status == 200
+        assert held.result()[0] == 200
