@@ -530,9 +530,11 @@ class DownstreamProtocol(asyncio.Protocol):
     def check(self, now: float) -> None:
         """Deadlines and idle limits, called by the gateway's tick."""
         if self._linger_until:
+            # A drain does not wait for lingering clients: their answer went out already.
             if (
                 now >= self._linger_until
                 or now - self.last_seen > self.ctx.settings.lingering_timeout_s
+                or self.ctx.draining
             ):
                 self.close()
             return

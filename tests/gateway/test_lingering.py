@@ -139,3 +139,20 @@ async def test_lingering_ends_by_time_when_the_client_keeps_the_connection_open(
     writer.close()
     with contextlib.suppress(ConnectionError, OSError):
         await writer.wait_closed()
+
+
+async def test_a_drain_does_not_wait_for_a_lingering_client(
+    raw_upstream: StartRaw, gateway: StartGateway
+) -> None:
+    upstream = await raw_upstream(ok())
+    gw = await gateway(tables.single(upstream.address), max_body_bytes=10)
+    reader, writer = await asyncio.open_connection(*gw.addresses[0])
+    writer.write(_post(1000) + b"x" * 100)
+    response = await reader.read()  # the 413, then the half-close: lingering now
+    assert response.startswith(b"HTTP/1.1 413 ")
+    assert len(gw.ctx.downstreams) == 1
+    # The lingering timeout (5 s of silence) is longer than this drain allows.
+    assert await gw.drain(timeout_s=2)  # True: every client connection closed in time
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()
