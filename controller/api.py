@@ -28,7 +28,8 @@ its actor and outcome, refusals included.
 
 **Kubernetes mode** (several controller replicas, one leader): only the leader runs releases, so
 only the leader answers the release and policy endpoints. A standby answers them with
-`503 {"error": "not_leader", "leader": <identity or null>}` and a message naming the leader,
+`503 {"error": "not_leader", "leader": <identity or null>}` and a message naming the leader
+(`503 starting` while a new leader is still loading the policies and the saved state),
 after the same authentication and namespace checks (a standby does not forward: it does not know
 the leader's API address, and a forwarded write could land on a leader that changed meanwhile;
 the CLI shows the message, and the operator retries against the leader). `/api/v1/gateways` is
@@ -37,6 +38,7 @@ answered by every replica.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -57,6 +59,8 @@ from policies.release_state import Refused
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("controller.api.audit")
+
+READY_TIMEOUT_S = 10.0  # how long a request waits for the release state to be loaded
 
 ADMIN = "admin"
 DEVELOPER = "developer"
@@ -154,6 +158,7 @@ class Backend:
     runner: Callable[[], ReleaseRunner | None]
     publisher: Publisher
     leader: Callable[[], str | None] = lambda: None
+    identity: str | None = None  # this replica (Kubernetes mode)
 
 
 BACKEND = web.AppKey("backend", Backend)
@@ -243,6 +248,16 @@ async def _runner(request: web.Request, principal: Principal) -> ReleaseRunner:
     runner = backend.runner()
     if runner is None:
         leader = backend.leader()
+        if leader is not None and leader == backend.identity:
+            raise _Refusal(
+                _error(
+                    503,
+                    "starting",
+                    "this controller replica just became the leader and is still loading the "
+                    "policies and the release state; retry in a moment",
+                    leader=leader,
+                )
+            )
         if request.method != "GET":
             audit.info(
                 "refused actor=%s %s %s: not the leader",
@@ -260,7 +275,13 @@ async def _runner(request: web.Request, principal: Principal) -> ReleaseRunner:
                 leader=leader,
             )
         )
-    await runner.wait_ready()
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await runner.wait_ready()
+    except TimeoutError:
+        raise _Refusal(
+            _error(503, "starting", "the release state is not loaded yet; retry in a moment")
+        ) from None
     return runner
 
 

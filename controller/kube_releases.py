@@ -41,6 +41,7 @@ class Roles:
     following: asyncio.Event  # set while it does not
     is_leader: Callable[[], bool]
     holder: Callable[[], str]  # the leader's identity ("" when none)
+    identity: str  # this replica's
 
 
 class KubeReleases:
@@ -83,6 +84,7 @@ class KubeReleases:
             label_selector=kubestate.LABEL_SELECTOR,
         )
         self._wanted = asyncio.Event()
+        self._first_load = asyncio.Event()
         self._unreadable: set[str] = set()  # Releases whose saved record is damaged (logged)
 
     async def run(self) -> None:
@@ -94,6 +96,7 @@ class KubeReleases:
     def update_policies(self, load: HubLoad) -> None:
         """A new policy load (the hub source's deliver passes it on)."""
         self._load = load
+        self._first_load.set()
         if self.runner is not None:
             self.runner.update_policies(load.policies)
         self._wanted.set()
@@ -104,6 +107,7 @@ class KubeReleases:
             runner=lambda: self.runner if self.roles.is_leader() else None,
             publisher=self.publisher,
             leader=lambda: self.roles.holder() or None,
+            identity=self.roles.identity,
         )
 
     # -- standby: the saved state, read-only -----------------------------------------------------
@@ -164,6 +168,9 @@ class KubeReleases:
     async def _run_leading(self) -> None:
         while True:
             await self.roles.leading.wait()
+            await self._first_load.wait()  # the API says "starting" until the runner exists
+            if not self.roles.is_leader():
+                continue
             store = self.store = kubestate.KubeStateStore(self.hub, self.namespace)
             runner = ReleaseRunner(self.settings, self.publisher, self._reconcile, store=store)
             if self._load is not None:

@@ -152,6 +152,7 @@ class KubeController:
                 self._following,
                 lambda: self.elector.is_leader,
                 lambda: self.elector.holder,
+                settings.identity,
             ),
             namespace=settings.lease_namespace,
             watch=settings.hub.watch,

@@ -127,6 +127,12 @@ class Rig:
         running = [r for r in self.replicas if r.task is not None and not r.task.done()]
         await eventually(lambda: any(r.leading for r in running), timeout_s=LOADED_S)
         lead = next(r for r in running if r.leading)
+
+        def loaded() -> bool:
+            runner = lead.controller.runner
+            return runner is not None and runner.ready
+
+        await eventually(loaded, timeout_s=LOADED_S)
         return lead, next(r for r in self.replicas if r is not lead)
 
     async def call(
@@ -300,18 +306,19 @@ async def test_a_policy_rollback_is_kept_in_a_config_map_and_served_by_the_stand
                 else {h for h in ("shop.example", "new.example") if table.lookup(h)}
             )
 
+        async def revisions(count: int) -> bool:
+            status, body = await fleet.call(
+                leader, "GET", "/api/v1/policies/shop/storefront/history"
+            )
+            return status == 200 and len(body["revisions"]) == count
+
+        # The leader has recorded the policy as first written before it changes.
+        await eventually(lambda: revisions(1), timeout_s=LOADED_S)
         fleet.hub.store.upsert(storefront(["shop.example", "new.example"]))
         await eventually(
             lambda: hosts(standby) == {"shop.example", "new.example"}, timeout_s=LOADED_S
         )
-
-        async def two_revisions() -> bool:
-            status, body = await fleet.call(
-                leader, "GET", "/api/v1/policies/shop/storefront/history"
-            )
-            return status == 200 and len(body["revisions"]) == 2
-
-        await eventually(two_revisions, timeout_s=LOADED_S)
+        await eventually(lambda: revisions(2), timeout_s=LOADED_S)
         status, body = await fleet.call(
             leader, "POST", "/api/v1/policies/shop/storefront/rollback", revision=1
         )
@@ -321,7 +328,7 @@ async def test_a_policy_rollback_is_kept_in_a_config_map_and_served_by_the_stand
         assert saved["shop/storefront"]["override_base"] is not None
         # The standby learns the rollback from the ConfigMap watch and serves it too.
         await eventually(lambda: hosts(standby) == {"shop.example"}, timeout_s=LOADED_S)
-        assert hosts(leader) == {"shop.example"}
+        await eventually(lambda: hosts(leader) == {"shop.example"}, timeout_s=LOADED_S)
 
 
 @pytest.mark.parametrize("damaged", ["not json", json.dumps({"format": 99})])

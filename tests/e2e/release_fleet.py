@@ -354,9 +354,15 @@ def backend_specs() -> dict[str, BackendSpec]:
 
 @contextlib.asynccontextmanager
 async def release_fleet(
-    tmp: Path, releases: str, *, namespaces: Sequence[str] = ("shop",)
+    tmp: Path,
+    releases: str,
+    *,
+    namespaces: Sequence[str] = ("shop",),
+    gateway_metrics: bool = True,
 ) -> AsyncIterator[ReleaseFleet]:
-    """Backends, the policy directory (see `policies`), the controller and two gateways."""
+    """Backends, the policy directory (see `policies`), the controller and two gateways.
+    Without `gateway_metrics` the controller gets no `--gateway-metrics` list and finds the
+    gateways' metrics through what they report when polling."""
     backends = {name: DemoBackend(spec) for name, spec in backend_specs().items()}
     controller_port, api_port = free_port(), free_port()
     admins = [f"127.0.0.1:{free_port()}" for _ in range(2)]
@@ -375,7 +381,7 @@ async def release_fleet(
             "--release-tick", str(RELEASE_TICK_S), "--min-gateways", "2",
             "--poll-interval", "0.1", "--debounce", "0.05", "--log-level", "warning",
         ]  # fmt: skip
-        for admin in admins:
+        for admin in admins if gateway_metrics else ():
             controller_args += ["--gateway-metrics", f"http://{admin}/metrics"]
         session = await stack.enter_async_context(
             aiohttp.ClientSession(
