@@ -285,12 +285,14 @@ async def test_the_leader_writes_conditions_and_events(
     one, two = controllers
     hub = fleet.hub
     async with running(one.run(), two.run()):
-        await eventually(lambda: one.elector.is_leader or two.elector.is_leader)
+        # Electing the first leader takes Lease writes that can time out on a loaded machine.
+        await eventually(lambda: one.elector.is_leader or two.elector.is_leader, timeout_s=LOADED_S)
         leader, standby = (one, two) if one.elector.is_leader else (two, one)
         await eventually(
             lambda: condition_is(
                 hub, TRAFFIC_POLICY_KIND, "shop", "store", "Programmed", "True/Programmed"
-            )
+            ),
+            timeout_s=LOADED_S,
         )
         assert condition_is(hub, MEMBER_CLUSTER_KIND, None, "east", "Ready", "True/Ready")
 
