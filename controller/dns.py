@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DnsNameStatus:
-    """What `/status` and `fleetgate status` show about one name. Times are epoch seconds."""
+    """What `/status` shows about one name (statusapi.dns_section). Times are epoch seconds."""
 
     name: str  # "web.east.internal:8080" or "SRV _https._tcp.web.east.internal"
     used_by: tuple[str, ...]  # "cluster namespace/name:port" of each service port naming it
