@@ -264,7 +264,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="keep the last snapshot here (static stability)",
     )
-    parser.add_argument("--token", default=None, help="bearer token for the snapshot API")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("FLEETGATE_SNAPSHOT_TOKEN"),
+        help="bearer token for the snapshot API (default: $FLEETGATE_SNAPSHOT_TOKEN)",
+    )
     parser.add_argument("--access-log", action="store_true", help="JSON access lines to stdout")
     parser.add_argument(
         "--admin-token",

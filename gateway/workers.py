@@ -17,7 +17,8 @@ How it fits together (DESIGN.md §2, "one gateway process per core"):
   certificate reaches every worker within a second or so), the drain delay, the gateway config
   file (each reads it), the zone. The admin token guards the parent's admin port only: the
   workers' admin sockets live in a directory only this user can enter, and the token is kept
-  out of their argv and environment.
+  out of their argv and environment. The snapshot API token reaches them by their environment
+  (`FLEETGATE_SNAPSHOT_TOKEN`), not their argv, which other local users can read.
 * **Metrics and status**: each worker serves its admin app on a unix socket in a private
   directory. The parent's admin port asks all of them at scrape time (`/counters`, `/status`,
   `/readyz`) and adds the counters up (gateway.metrics): the exact totals of the moment, every
@@ -152,8 +153,6 @@ class WorkerPool:
             argv.append("--access-log")
         if s.cache_dir is not None:
             argv += ["--cache-dir", str(s.cache_dir)]
-        if s.token:
-            argv += ["--token", s.token]
         if self.tls_listen is not None:
             argv += ["--tls-listen", self.tls_listen]
             for pair in s.certificates:
@@ -164,8 +163,12 @@ class WorkerPool:
 
     async def _spawn(self, index: int) -> None:
         self.socket_path(index).unlink(missing_ok=True)
-        # No admin token for the workers' private admin sockets (see the module docstring).
+        # No admin token for the workers' private admin sockets (see the module docstring); the
+        # snapshot API token goes by the environment, where `ps` does not show it.
         env = {k: v for k, v in os.environ.items() if k != "FLEETGATE_ADMIN_TOKEN"}
+        env.pop("FLEETGATE_SNAPSHOT_TOKEN", None)
+        if self.settings.token:
+            env["FLEETGATE_SNAPSHOT_TOKEN"] = self.settings.token
         proc = await asyncio.create_subprocess_exec(*self._argv(index), env=env)
         self._procs[index] = proc
         log.info("worker started index=%d pid=%d", index, proc.pid)

@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller import publishing
-from controller.publishing import Publisher
+from controller.publishing import Publisher, PublishSettings
 from gateway import workers
 from policies.model import Route, RouteKind, ServiceRef
 from policies.table import RoutingTable
@@ -30,9 +30,24 @@ from tests.running import FleetgateProcess
 REQUESTS = 60
 
 
+SNAPSHOT_TOKEN = "s3cret-snapshot-token"
+
+
 @pytest.fixture
 async def snapshot_api() -> AsyncIterator[tuple[Publisher, str]]:
     publisher = Publisher()
+    runner = web.AppRunner(publishing.build_app(publisher))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    yield publisher, f"http://{host}:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def guarded_snapshot_api() -> AsyncIterator[tuple[Publisher, str]]:
+    """A snapshot API that wants `SNAPSHOT_TOKEN`."""
+    publisher = Publisher(PublishSettings(token=SNAPSHOT_TOKEN))
     runner = web.AppRunner(publishing.build_app(publisher))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -138,9 +153,9 @@ def _limited_table(address: str) -> RoutingTable:
 
 
 async def test_two_workers_with_tls_token_drain_delay_and_config_behave_like_one(
-    app_upstream: StartApp, snapshot_api: tuple[Publisher, str], tmp_path: Path
+    app_upstream: StartApp, guarded_snapshot_api: tuple[Publisher, str], tmp_path: Path
 ) -> None:
-    publisher, api = snapshot_api
+    publisher, api = guarded_snapshot_api
     publisher.publish(_limited_table(await app_upstream("east", EAST)))
     ca, new_ca = trustme.CA(), trustme.CA()
     chain, key = tmp_path / "shop.pem", tmp_path / "shop.key"
@@ -155,7 +170,7 @@ async def test_two_workers_with_tls_token_drain_delay_and_config_behave_like_one
          "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
          "--tls-listen", "127.0.0.1:0", "--tls-cert", str(chain), "--tls-key", str(key),
          "--admin-token", TOKEN, "--drain-delay", "3", "--drain-timeout", "5",
-         "--gateway-config", str(config)],
+         "--gateway-config", str(config), "--token", SNAPSHOT_TOKEN],
         tmp_path / "gateway.log",
     )  # fmt: skip
     try:
@@ -195,6 +210,14 @@ async def test_two_workers_with_tls_token_drain_delay_and_config_behave_like_one
             assert all(n > 0 for n in counts.values()), counts  # both served TLS
             async with client.get(f"http://{admin}/readyz") as resp:
                 assert resp.status == 200  # probes stay open
+            async with client.get(f"http://{admin}/status", headers=auth) as resp:
+                pids = (await resp.json())["worker_pids"]
+        # The workers got the snapshot token (they serve), but not on their command line.
+        for pid in pids.values():
+            cmdline = await asyncio.to_thread(Path(f"/proc/{pid}/cmdline").read_bytes)
+            assert b"--gateway-config" in cmdline
+            assert SNAPSHOT_TOKEN.encode() not in cmdline
+            assert TOKEN.encode() not in cmdline
 
         # The gateway config reached the workers: a keep-alive connection (one worker) gets
         # its namespace's one request, then 429 with Retry-After.
