@@ -24,7 +24,11 @@ def main() -> int:
         format=f"%(asctime)s %(levelname)s worker={args.worker} %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    settings = replica.settings_from(args)
+    try:
+        settings = replica.settings_from(args)
+    except ValueError as exc:  # e.g. a gateway config file broken since the parent read it
+        print(f"python -m gateway: {exc}", file=sys.stderr)
+        return 2
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(replica.run_replica(settings))
 
