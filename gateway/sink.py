@@ -3,7 +3,9 @@
 Two producers feed a sink, and the gateway does not care which:
 
 * `gateway.subscriber.Subscriber` (a gateway replica): long-polls the controller's snapshot API,
-  verifies the JSON with `policies.snapshot.load` and calls `apply`.
+  verifies the JSON with `policies.snapshot` (a full snapshot) or applies a verified delta to the
+  table it holds with `policies.delta` (only changed spreads: the table handed over is still a
+  whole new table, sharing the unchanged objects with the live one), and calls `apply`.
 * The embedded mode (`fleetgate run`): the controller's `Publisher` calls `apply` directly with the
   table it just compiled, in the same process and event loop, with no JSON round trip. The
   composition root wires it (`publisher.attach(gateway_id, zone, sink.apply)`), because neither
