@@ -184,7 +184,7 @@ def first_match(entry: HostRoutes, head: RequestHead) -> CompiledRule | None:
     found = index.other
     by_key = index.by_key
     if by_key:
-        hit = by_key.get(path)  # an Exact value: every item holds (PATH_HOLDS)
+        hit = by_key.get(path)  # an Exact value: every item holds (PATH_HOLDS); see PathIndex
         if hit is not None:
             found = hit
         elif path[:1] == "/":

@@ -48,7 +48,9 @@ class PathIndex:
     `by_key` holds both kinds of keys in one dict, so a request probes one dict: an Exact value
     (which starts with "/") maps to the rules that hold for that path, all coded `PATH_HOLDS`;
     a first segment (which has no "/") to the items to path-test. Paths whose segment no key
-    names get `other`, which is the whole entry when it is too small to index.
+    names get `other`, which is the whole entry when it is too small to index. A path without a
+    leading "/" ("*") may equal a segment key: those items are path-tested, so none holds but
+    the ones of `other` that would hold anyway.
     """
 
     by_key: Mapping[str, tuple[ScanItem, ...]]
