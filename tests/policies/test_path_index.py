@@ -165,6 +165,7 @@ CASES = [
     ((prefix("/a", method="POST"), prefix("/a")), "/a/b", 1),  # a GET request
     ((prefix("/a", headers=(header("x-a", "1"),)), exact("/a/b"), regex(".*")), "/a/b", 1),
     ((regex("/b.*"), prefix("/b"), exact("/b")), "/b", 0),
+    ((prefix("/a"), regex("a")), "a", 1),  # a path without "/" equal to a segment key
 ]
 
 
