@@ -50,7 +50,6 @@ from policies.errors import SnapshotError
 from policies.model import (
     HealthCheck,
     RequestRedirect,
-    ServiceRef,
     TrafficSettings,
     UpstreamTLS,
     URLRewrite,
@@ -577,7 +576,7 @@ def bare_spread(bid: str, data: Mapping[str, Json]) -> Backend:
         )
     return Backend(
         id=bid,
-        service=wire.decode(ServiceRef, data["service"], f"{where}.service"),
+        service=wire.service_ref(data["service"], f"{where}.service"),
         weight=1,
         targets=tuple(targets),
         resolved=wire.typed(bool, data["resolved"], f"{where}.resolved"),

@@ -19,7 +19,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from policies.errors import SnapshotError
-from policies.model import HeaderModifier, Match, Origin, PathKind, PathMatch, Problem
+from policies.model import (
+    HeaderModifier,
+    Match,
+    Origin,
+    PathKind,
+    PathMatch,
+    Problem,
+    ServiceRef,
+)
 from policies.table import CompiledMatch, Endpoint, compile_match
 
 WIRE = Origin("<snapshot>", 0, 0)
@@ -67,11 +75,22 @@ def endpoint_rows(found: Iterable[Endpoint]) -> list[Json]:
     return rows
 
 
+# Endpoints are built by setting their slots directly: a frozen dataclass's __init__ goes through
+# object.__setattr__ per field, and that is half the cost of decoding a snapshot's 50,000
+# endpoints. The assert keeps this in step with the class (it has no __post_init__ to skip).
+_ENDPOINT_FIELDS = ("host", "port", "cluster", "zone", "ready")
+assert tuple(f.name for f in dataclasses.fields(Endpoint)) == _ENDPOINT_FIELDS
+assert not hasattr(Endpoint, "__post_init__")
+_SET_ENDPOINT = tuple(Endpoint.__dict__[name].__set__ for name in _ENDPOINT_FIELDS)
+
+
 def endpoints(rows: Json, where: str = "endpoints") -> list[Endpoint]:
     """`endpoint_rows`' rows as Endpoints, in a tight loop (no per-field type dispatch)."""
     if type(rows) is not list:
         raise error(where, f"must be a list, got {type(rows).__name__}")
     decoded = []
+    new, cls = object.__new__, Endpoint
+    set_host, set_port, set_cluster, set_zone, set_ready = _SET_ENDPOINT
     for i, row in enumerate(rows):
         size = len(row) if type(row) is list else 0
         if 3 <= size <= 5:
@@ -85,7 +104,13 @@ def endpoints(rows: Json, where: str = "endpoints") -> list[Endpoint]:
                 and (zone is None or type(zone) is str)
                 and type(ready) is bool
             ):
-                decoded.append(Endpoint(host, port, cluster, zone, ready))
+                e = new(cls)
+                set_host(e, host)
+                set_port(e, port)
+                set_cluster(e, cluster)
+                set_zone(e, zone)
+                set_ready(e, ready)
+                decoded.append(e)
                 continue
         raise error(
             f"{where}[{i}]",
@@ -196,6 +221,19 @@ def decode_scalar(tp: Any, value: Json, where: str) -> Any:
         name = getattr(tp, "__name__", str(tp))
         raise error(where, f"must be {name}, got {type(value).__name__} {value!r}")
     return float(value) if tp is float else value
+
+
+def service_ref(value: Json, where: str) -> ServiceRef:
+    """`decode(ServiceRef, ...)`, direct for the well-formed case (one per spread)."""
+    if (
+        type(value) is dict
+        and len(value) == 3
+        and type(value.get("namespace")) is str
+        and type(value.get("name")) is str
+        and type(value.get("port")) is int
+    ):
+        return ServiceRef(value["namespace"], value["name"], value["port"])
+    return typing.cast(ServiceRef, decode(ServiceRef, value, where))
 
 
 def modifiers(data: Mapping[str, Json], key: str, where: str) -> tuple[HeaderModifier, ...]:

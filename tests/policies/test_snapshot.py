@@ -291,6 +291,11 @@ def split_rule(data: dict[str, Any]) -> str:
             id="bad-regex",
         ),
         pytest.param(
+            edit("backends.shop/web:80.service.port", "80"),
+            "backends.shop/web:80.service.port: must be int, got str '80'",
+            id="service-port",
+        ),
+        pytest.param(
             edit("refs[0].id", "shop/nope:1"),
             "refs[0].id: names no entry of backends: 'shop/nope:1'",
             id="unknown-backend",
