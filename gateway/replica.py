@@ -299,7 +299,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help="GatewayConfig YAML: circuit breaker and namespace quotas (read at start-up)",
+        help="GatewayConfig YAML: circuit breaker and namespace quotas (followed on change)",
     )
     parser.add_argument(
         "--zone",
