@@ -41,6 +41,7 @@ import dataclasses
 import logging
 import os
 import random
+import threading
 import time
 from pathlib import Path
 
@@ -112,6 +113,8 @@ class Subscriber:
         self._want_full = False  # the last delta did not apply: ask for the whole snapshot
         self._deltas = self._delta_failures = 0
         self._cache_wanted = asyncio.Event()  # the held table is newer than the cache file
+        self._cache_lock = asyncio.Lock()  # one cache write at a time, in the order they began
+        self._cached: str | None = None  # checksum of the table the cache file holds
 
     @property
     def status(self) -> SubscriberStatus:
@@ -148,11 +151,13 @@ class Subscriber:
                         await self._cache_wanted.wait()
                 except TimeoutError:
                     break
-            held = self._held
-            if held is None:
+            held, version = self._held, self._applied
+            if held is None or held[1].checksum == self._cached:
                 continue
             try:
-                await asyncio.to_thread(_write_table, path, held[0], self._applied)
+                async with self._cache_lock:
+                    await asyncio.to_thread(_write_table, path, held[0], version)
+                self._cached = held[1].checksum
             except OSError as exc:
                 log.warning("cannot cache snapshot path=%s: %s", path, exc)
 
@@ -287,7 +292,9 @@ class Subscriber:
         if source == "controller" and self.settings.cache_path is not None:
             self._cache_wanted.clear()  # this full body supersedes a pending write
             try:
-                await asyncio.to_thread(write_atomically, self.settings.cache_path, body)
+                async with self._cache_lock:
+                    await asyncio.to_thread(write_atomically, self.settings.cache_path, body)
+                self._cached = digests.checksum
             except OSError as exc:
                 log.warning("cannot cache snapshot path=%s: %s", self.settings.cache_path, exc)
         return True
@@ -351,7 +358,7 @@ def _write_table(path: Path, table: RoutingTable, version: int) -> None:
 def write_atomically(path: Path, body: bytes) -> None:
     """Replace `path` with `body` so a crash leaves the old file or the new one, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(temp, "wb") as file:
             file.write(body)
