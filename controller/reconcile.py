@@ -11,13 +11,14 @@ change can never leave the table half-updated. Inputs:
   written in `MemberCluster` documents are always included; an observed entry for the same
   (cluster, service port) replaces the static one.
 
-Debounce, leading and trailing edge: a change that comes after a quiet period (no rebuild
-started within `debounce_s`) is built at once, so a lone EndpointSlice change is not delayed by
-the debounce; changes that arrive while a rebuild runs, or right after one, are coalesced: the
-loop waits until inputs have been quiet for `debounce_s`, but never longer than `max_delay_s`
-after the first unbuilt change, so a constantly churning inventory still gets published. A burst
-thus costs at most two rebuilds (its first change, then the rest). The rebuilt table is published
-only when its checksum differs from the last published one (traefik's `DeepEqual` skip).
+Debounce, leading and trailing edge: a change that comes after a quiet period (no rebuild that
+published or failed finished within `debounce_s`; one that found the published content again does
+not count) is built at once, so a lone EndpointSlice change is not delayed by the debounce.
+Changes that arrive while a rebuild runs, or right after one, are coalesced: the loop waits until
+inputs have been quiet for `debounce_s`, but never longer than `max_delay_s` after the first
+unbuilt change, so a constantly churning inventory still gets published. A burst shorter than
+`max_delay_s` thus costs two rebuilds (its first change, then the rest). The rebuilt table is
+published only when its checksum differs from the last published one (traefik's `DeepEqual` skip).
 
 Each rebuild is one table compiled from everything known, but not necessarily from scratch:
 `policies.incremental.Compiler` re-resolves only the spreads over services whose endpoints changed
@@ -156,6 +157,7 @@ class Reconciler:
                 except TimeoutError:
                     break
             self._changed.clear()
+            unchanged = self._unchanged
             try:
                 await self.rebuild()
             # Top of a long-lived task: a compiler bug must not stop future rebuilds, and the
@@ -164,7 +166,10 @@ class Reconciler:
                 self._failures += 1
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("rebuild failed; the last published table stays")
-            last_end = loop.time()
+            if self._unchanged == unchanged:
+                # A rebuild that found the published content again changed nothing for the
+                # gateways: it does not make the next change wait.
+                last_end = loop.time()
 
     async def rebuild(self) -> Snapshot | None:
         """Compile now from the current inputs; publish and return the snapshot if it changed.

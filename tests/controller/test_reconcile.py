@@ -208,3 +208,22 @@ async def test_changes_right_after_a_rebuild_are_coalesced_into_one() -> None:
         status = rig.reconciler.status
     assert endpoints_of(rig.tables[1]) == ["127.0.1.8:8080"]
     assert (status.builds, status.incremental) == (2, 1)  # the endpoint change: incremental
+
+
+async def test_a_rebuild_that_changed_nothing_does_not_delay_the_next_change() -> None:
+    settings = ReconcileSettings(debounce_s=3600.0, max_delay_s=7200.0)
+    rig = Rig(settings, lambda: 0.0)
+    rig.reconciler.update_policies(policies())
+    assert await rig.reconciler.rebuild() is not None  # before the loop: published
+    observed = Inventory(endpoints={("a", WEB): (Endpoint("127.0.1.7", 8080, "a"),)})
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(rig.reconciler.run(), name="reconciler")
+        try:
+            # The loop's first rebuild finds the published content again...
+            await eventually(lambda: rig.reconciler.status.unchanged == 1)
+            # ... so this change is still the first after a quiet period: built at once.
+            rig.reconciler.update_inventory(observed)
+            await eventually(lambda: len(rig.tables) == 2)
+        finally:
+            task.cancel()
+    assert endpoints_of(rig.tables[1]) == ["127.0.1.7:8080"]
