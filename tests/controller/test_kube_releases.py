@@ -32,6 +32,7 @@ FLEETGATE = "fleetgate.io/v1alpha1"
 RELEASE_KIND = kind_of(FLEETGATE, "Release")
 POLICY_KIND = kind_of(FLEETGATE, "TrafficPolicy")
 CONFIG_MAP_KIND = kind_of("v1", "ConfigMap")
+LEASE_KIND = kind_of("coordination.k8s.io/v1", "Lease")
 NAMESPACE = "fleetgate"  # the controllers' own (Lease, ConfigMap)
 TOKENS = {"alice": ("admin", ()), "dev": ("developer", ("payments",))}
 LOADED_S = 20.0  # polls that wait on a lease hand-over on a loaded machine
@@ -245,8 +246,13 @@ async def test_state_in_status_a_standby_serves_it_and_a_new_leader_resumes(
         watcher = fleet.group.create_task(watch_weights(), name="weights")
         fleet.stop(leader)
         await eventually(lambda: standby.leading, timeout_s=LOADED_S)
+
+        def resumed() -> bool:
+            runner = standby.controller.runner
+            return runner is not None and runner.ready
+
+        await eventually(resumed, timeout_s=LOADED_S)
         runner = standby.controller.runner
-        await eventually(lambda: runner is not None and runner.ready, timeout_s=LOADED_S)
         assert runner is not None
         state = runner.state("shop/web-v2")
         assert state is not None
@@ -262,6 +268,73 @@ async def test_state_in_status_a_standby_serves_it_and_a_new_leader_resumes(
         await eventually(
             lambda: fleet.release_status()["release"]["canaryWeight"] == 50, timeout_s=LOADED_S
         )
+
+
+async def test_a_leader_that_loses_the_lease_follows_and_the_new_one_resumes(
+    start_simulator: StartSimulator, tmp_path: Path
+) -> None:
+    async with rig(start_simulator, tmp_path) as fleet:
+        old, new = await fleet.leader()
+        status, body = await fleet.call(old, "POST", "/api/v1/releases/shop/web-v2/start")
+        assert status == 200, body
+        await eventually(
+            lambda: all(r.gateway.table and r.gateway.weight() == 20 for r in fleet.replicas),
+            timeout_s=LOADED_S,
+        )
+        seen: set[int] = set()
+
+        async def watch_weights() -> None:
+            while True:
+                seen.update(r.gateway.weight() for r in fleet.replicas)
+                await asyncio.sleep(0.005)
+
+        watcher = fleet.group.create_task(watch_weights(), name="weights")
+        # The Lease changes hands under the leader (as after a renewal it missed): it reads
+        # another holder, steps down and follows; the other replica finds itself the holder.
+        lease = fleet.hub.store.get(LEASE_KIND, NAMESPACE, "fleetgate-controller")
+        stolen = {
+            **lease,
+            "spec": {**lease["spec"], "holderIdentity": new.controller.settings.identity},
+        }
+        fleet.hub.store.upsert(stolen)
+        await eventually(lambda: new.leading and not old.leading, timeout_s=LOADED_S)
+
+        def resumed() -> bool:
+            runner = new.controller.runner
+            return runner is not None and runner.ready
+
+        await eventually(resumed, timeout_s=LOADED_S)
+        runner = new.controller.runner
+        await eventually(lambda: old.controller.runner is None)  # its runner was cancelled
+        assert runner is not None
+        state = runner.state("shop/web-v2")
+        assert state is not None
+        assert (state.step_index, state.canary_weight) == (1, 20)
+        await eventually(lambda: runner.ticks > 5)
+        watcher.cancel()
+        assert seen == {20}, seen
+
+        status, body = await fleet.call(new, "POST", "/api/v1/releases/shop/web-v2/promote")
+        assert status == 200, body
+        # The old leader, now a standby, follows the new leader's record.
+        await eventually(
+            lambda: all(r.gateway.weight() == 50 for r in fleet.replicas), timeout_s=LOADED_S
+        )
+
+
+async def test_a_release_dropped_from_the_policies_has_its_record_cleared(
+    start_simulator: StartSimulator, tmp_path: Path
+) -> None:
+    async with rig(start_simulator, tmp_path) as fleet:
+        leader, _ = await fleet.leader()
+        status, body = await fleet.call(leader, "POST", "/api/v1/releases/shop/web-v2/start")
+        assert status == 200, body
+        await eventually(lambda: "record" in fleet.release_status().get("release", {}))
+        # Its route is deleted: the Release no longer loads and leaves the policies, while its
+        # object (and status) stays. A later leader must not bring it back from the old record.
+        fleet.hub.store.delete(POLICY_KIND, "shop", "storefront")
+        await eventually(lambda: "release" not in fleet.release_status(), timeout_s=LOADED_S)
+        assert fleet.release_status().get("conditions")  # the other writer's keys are kept
 
 
 async def test_operator_api_leader_only_and_namespaced(
