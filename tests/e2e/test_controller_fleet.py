@@ -307,11 +307,14 @@ async def test_two_controllers_elect_one_leader_and_the_standby_takes_over(
             f.hub.store.get(LEASES, "fleetgate", "fleetgate-controller")["spec"]["holderIdentity"]
             == leader_id
         )
-        # Both serve the same table.
-        first = await controller_status(leader)
-        await eventually(
-            lambda: _standby_serves(standby, first["snapshot"]["checksum"]), timeout_s=5
-        )
+
+        # Both serve the same table (compared with the leader's latest each time: a rebuild
+        # right after a change publishes the intermediate states of the initial sync too).
+        async def same_table() -> bool:
+            latest = await controller_status(leader)
+            return await _standby_serves(standby, latest["snapshot"]["checksum"])
+
+        await eventually(same_table, timeout_s=5)
 
         # The leader dies without releasing the Lease: the standby waits for it to expire.
         leader.send(signal.SIGKILL)
