@@ -28,7 +28,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from policies import acyclic, snapshot, wire
+from policies import acyclic, snapshot, snapshot_reader, wire
 from policies.errors import SnapshotError
 from policies.table import Backend, CompiledRule, HostRoutes, Mirror, RoutingTable
 
@@ -101,7 +101,7 @@ def _spread(bid: str, data: Any) -> Backend:
     extra = sorted(set(data) - {"id", "weight", "service", "resolved", "targets"})
     if extra or data.get("id") != bid or data.get("weight") != 1:
         raise wire.error(f"backends.{bid}", "a delta carries plain spreads only (id, weight 1)")
-    return snapshot.bare_spread(bid, data)
+    return snapshot_reader.bare_spread(bid, data)
 
 
 def with_spreads(
