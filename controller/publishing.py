@@ -43,17 +43,15 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import hmac
 import json
 import logging
-import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from typing import Any
 
 from aiohttp import web
-from yarl import URL
 
+from controller import snapshot_params as params
 from policies import delta
 from policies import snapshot as wire
 from policies.table import RoutingTable
@@ -62,8 +60,6 @@ log = logging.getLogger(__name__)
 
 VERSION_HEADER = "X-Fleetgate-Version"
 BASE_HEADER = "X-Fleetgate-Base"  # on a delta: the checksum of the table it applies to
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,252}")
-_CHECKSUM_RE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -457,77 +453,19 @@ def build_app(publisher: Publisher) -> web.Application:
     return app
 
 
-def _authorize(request: web.Request, publisher: Publisher) -> None:
-    token = publisher.settings.token
-    if token is None:
-        return
-    sent = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-        raise web.HTTPUnauthorized(text="a valid bearer token is required\n")
-
-
-def _int_param(query: Mapping[str, str], name: str) -> int | None:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit() or len(raw) > 19:
-        raise web.HTTPBadRequest(text=f"{name} must be a non-negative integer, got {raw[:64]!r}\n")
-    return int(raw)
-
-
-def _id_param(query: Mapping[str, str], name: str) -> str | None:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    if not _ID_RE.fullmatch(raw):
-        raise web.HTTPBadRequest(
-            text=f"{name} must be 1-253 characters of [A-Za-z0-9._:@/-], got {raw[:64]!r}\n"
-        )
-    return raw
-
-
-def _metrics_param(request: web.Request, publisher: Publisher) -> str | None:
-    """The reported metrics URL, when acceptable (see the module docstring)."""
-    raw = request.query.get("metrics")
-    if not raw or len(raw) > 512:
-        return None
-    try:
-        url = URL(raw)
-    except ValueError:
-        return None
-    if url.scheme not in ("http", "https") or not url.host or url.user or url.password:
-        return None
-    if publisher.settings.token is None and url.host != request.remote:
-        return None
-    return raw
-
-
-def _wait_param(query: Mapping[str, str], settings: PublishSettings) -> float:
-    raw = query.get("wait")
-    if raw is None or raw == "":
-        return min(settings.default_wait_s, settings.max_wait_s)
-    try:
-        wait_s = float(raw)
-    except ValueError:
-        wait_s = -1.0
-    if not 0.0 <= wait_s < float("inf"):
-        raise web.HTTPBadRequest(text=f"wait must be a number of seconds, got {raw[:64]!r}\n")
-    return min(wait_s, settings.max_wait_s)
-
-
 async def _get_snapshot(request: web.Request) -> web.Response:
     publisher = request.app[PUBLISHER]
-    _authorize(request, publisher)
+    params.authorize(request, publisher.settings.token)
     query = request.query
-    after = _int_param(query, "after") or 0
-    applied = _int_param(query, "applied")
-    gateway_id = _id_param(query, "gateway")
-    zone = _id_param(query, "zone")
-    wait_s = _wait_param(query, publisher.settings)
-    metrics_url = _metrics_param(request, publisher)
-    held = query.get("checksum") or None
-    if held is not None and not _CHECKSUM_RE.fullmatch(held):
-        raise web.HTTPBadRequest(text=f"checksum must be 64 hex digits, got {held[:72]!r}\n")
+    after = params.int_param(query, "after") or 0
+    applied = params.int_param(query, "applied")
+    gateway_id = params.id_param(query, "gateway")
+    zone = params.id_param(query, "zone")
+    wait_s = params.wait_param(
+        query, publisher.settings.default_wait_s, publisher.settings.max_wait_s
+    )
+    metrics_url = params.metrics_param(request, publisher.settings.token)
+    held = params.checksum_param(query, "checksum")
 
     if gateway_id is not None:
         publisher.begin_poll(gateway_id, zone, applied, metrics_url)
@@ -558,7 +496,7 @@ async def _get_snapshot(request: web.Request) -> web.Response:
 
 async def _get_gateways(request: web.Request) -> web.Response:
     publisher = request.app[PUBLISHER]
-    _authorize(request, publisher)
+    params.authorize(request, publisher.settings.token)
     latest = publisher.latest
     views = publisher.gateways()
     body: dict[str, Any] = {
