@@ -221,7 +221,12 @@ def _authed(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]
             audit.info(
                 "failed actor=%s %s %s: %s", principal.name, request.method, request.path, exc
             )
-            return _error(503, "state_not_saved", f"the release state could not be saved: {exc}")
+            return _error(
+                503,
+                "state_not_saved",
+                f"the release state could not be saved ({exc}); nothing was published: the change "
+                "takes effect once a later save succeeds (the runner retries on every tick)",
+            )
 
     return wrapper
 

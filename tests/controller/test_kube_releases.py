@@ -25,7 +25,7 @@ from controller.releases import ReleaseSettings
 from tests.conftest import eventually
 from tests.controller.conftest import FAST_KUBE, FAST_WATCH, StartSimulator
 from tests.controller.release_rig import PollingGateway, canary_weight
-from tests.fakes.kube_api import KubeApiSimulator, write_kubeconfig
+from tests.fakes.kube_api import KubeApiSimulator, RequestRecord, write_kubeconfig
 from tests.fakes.kube_store import kind_of
 
 FLEETGATE = "fleetgate.io/v1alpha1"
@@ -335,6 +335,32 @@ async def test_a_release_dropped_from_the_policies_has_its_record_cleared(
         fleet.hub.store.delete(POLICY_KIND, "shop", "storefront")
         await eventually(lambda: "release" not in fleet.release_status(), timeout_s=LOADED_S)
         assert fleet.release_status().get("conditions")  # the other writer's keys are kept
+
+
+async def test_an_action_whose_state_cannot_be_saved_publishes_nothing_until_it_is(
+    start_simulator: StartSimulator, tmp_path: Path
+) -> None:
+    async with rig(start_simulator, tmp_path) as fleet:
+        leader, _ = await fleet.leader()
+        status, body = await fleet.call(leader, "POST", "/api/v1/releases/shop/web-v2/start")
+        assert status == 200, body
+        await eventually(
+            lambda: fleet.release_status().get("release", {}).get("phase") == "Paused",
+            timeout_s=LOADED_S,
+        )
+        await eventually(lambda: leader.gateway.weight() == 20, timeout_s=LOADED_S)
+
+        def release_status_patch(request: RequestRecord) -> bool:
+            return request.method == "PATCH" and request.path.endswith("/releases/web-v2/status")
+
+        fleet.hub.fail_next(500, count=3, match=release_status_patch)
+        status, body = await fleet.call(leader, "POST", "/api/v1/releases/shop/web-v2/promote")
+        assert (status, body["error"]) == (503, "state_not_saved"), body
+        assert leader.controller.publisher.latest is not None
+        assert leader.served_weight() == 20  # saved first, published after: nothing moved
+        # The runner saves again on its next ticks; once the API server takes it, it is served.
+        await eventually(lambda: leader.gateway.weight() == 50, timeout_s=LOADED_S)
+        assert fleet.release_status()["release"]["canaryWeight"] == 50
 
 
 async def test_operator_api_leader_only_and_namespaced(
