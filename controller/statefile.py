@@ -15,11 +15,11 @@ empty: starting from nothing would drop every live overlay and move all traffic 
 operator's files, which is exactly the weight change a restart must not cause. Move the file away
 to start from scratch on purpose.
 
-**Kubernetes mode** keeps the same data in the objects instead: each release's record (the
-`releases.<namespace/name>` entry of the document) goes into its Release's `status` subresource,
-written with a merge patch, and the policy histories into a ConfigMap owned by the controller.
-A store for that implements the `StateStore` protocol below and is passed to the runner in place
-of a `StateFile`; nothing else changes.
+**Kubernetes mode** keeps the same data in the objects instead (`controller.kubestate`): each
+release's record (the `releases.<namespace/name>` entry of the document) goes into its Release's
+`status.release`, written with a merge patch, and the policy histories into the ConfigMap
+`fleetgate-policy-history`. `KubeStateStore` implements the `StateStore` protocol below and is
+passed to the leader's runner in place of a `StateFile`; nothing else changes.
 """
 
 from __future__ import annotations
