@@ -10,10 +10,17 @@ sees them (`GET /v1/status`, controller.statusapi). Output formatting only; I/O:
     POLICY                         ACCEPTED  PROBLEMS
     TrafficPolicy shop/storefront  yes
     HTTPRoute other/grab           no        spec.hostnames[0]: hostname "shop.example.com" ...
+    DNS NAME                CONDITION  ADDRESSES       ERROR
+    web.east.internal:8080  stale      10.0.0.7:8080   SERVFAIL from 10.0.0.2:53 (3 in a row)
+
+The DNS table appears when the document has a `dns` section (statusapi.dns_section: a list, or
+`{"names": [...]}` as file mode's `/status` has it); without one nothing is said about DNS, since
+"none" would be a guess.
 
 Exit status: 0 when every reachable part is healthy; 1 when a cluster is not up, a live gateway
-is behind, or a policy is not accepted (so scripts can wait on it); 2 when the controller cannot
-be asked.
+is behind, a policy is not accepted, or a DNS name is not fresh (stale: serving its last answer
+within the grace, like a cluster that is down; failed or pending: nothing published), so scripts
+can wait on it; 2 when the controller cannot be asked.
 """
 
 from __future__ import annotations
@@ -73,7 +80,14 @@ def healthy(document: Mapping[str, Any]) -> bool:
         all(c.get("state") in ("up", "static") for c in clusters)
         and all(g.get("behind", 0) == 0 for g in gateways if g.get("live"))
         and all(p.get("accepted") for p in policies)
+        and all(n.get("condition") == "fresh" for n in _dns_names(document))
     )
+
+
+def _dns_names(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    section = document.get("dns")
+    names = section.get("names") if isinstance(section, Mapping) else section
+    return list(names or [])
 
 
 def render(document: Mapping[str, Any], out: TextIO) -> None:
@@ -127,6 +141,31 @@ def render(document: Mapping[str, Any], out: TextIO) -> None:
         )
         rows.extend(["", "", _short(problem)] for problem in problems[1:])
     _table(out, ["POLICY", "ACCEPTED", "PROBLEMS"], rows)
+
+    if "dns" in document:
+        rows = [
+            [
+                name.get("name", ""),
+                name.get("condition", ""),
+                ", ".join(name.get("addresses") or []) or "-",
+                _dns_error(name),
+            ]
+            for name in _dns_names(document)
+        ]
+        _table(out, ["DNS NAME", "CONDITION", "ADDRESSES", "ERROR"], rows)
+
+
+def _dns_error(name: Mapping[str, Any]) -> str:
+    """Why the last lookup failed (an answer clears it), with the count when it repeats."""
+    error = name.get("error")
+    if not error:
+        return ""
+    failures = name.get("failures") or 0
+    return f"{_cap(error)} ({failures} in a row)" if failures > 1 else _cap(error)
+
+
+def _cap(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _short(problem: str) -> str:
