@@ -10,6 +10,9 @@ and the reconcile hook.
 * **Otherwise**, a `ReleaseFollower` serves the policies with the saved records, read from this
   replica's own watches: the Release objects of the hub source (their status, checked every
   `follow_interval_s` and on every policy load) and a watch of the ConfigMap.
+* **Stepping down** hands over to the follower only once the Release watch shows the records the
+  runner last wrote (an overlay revision at least as high), or after `catch_up_s`: the watch may
+  lag the runner's own last write, and serving the record before it would move a weight back.
 """
 
 from __future__ import annotations
@@ -85,6 +88,12 @@ class KubeReleases:
         )
         self._wanted = asyncio.Event()
         self._first_load = asyncio.Event()
+        # After stepping down: release id → overlay revision the runner last wrote, until the
+        # watch shows it, and the monotonic deadline after which it is not waited for.
+        self._floor: dict[str, int] = {}
+        self._floor_until = 0.0
+        self.catch_up_s = 5.0
+        self.follow_rounds = 0  # follower loop iterations, for status output and tests
         self._unreadable: set[str] = set()  # Releases whose saved record is damaged (logged)
 
     async def run(self) -> None:
@@ -118,8 +127,11 @@ class KubeReleases:
                 async with asyncio.timeout(self.follow_interval_s):
                     await self._wanted.wait()
             self._wanted.clear()
+            self.follow_rounds += 1
             load, runner = self._load, self.runner
             if load is None or (runner is not None and runner.ready):
+                continue
+            if self._floor and not self._caught_up():
                 continue
             try:
                 await self.follower.show(load.policies, self.saved_state(load), at=time.time())
@@ -152,6 +164,24 @@ class KubeReleases:
             except errors.ControllerError as exc:
                 log.error("%s; rollbacks not served", exc)
         return {"releases": records, "policies": policies or {}}
+
+    def _caught_up(self) -> bool:
+        """Whether the Release watch shows the runner's last writes (see the module docstring).
+        An overlay revision at least as high serves the same weights or newer ones: every change
+        of the live split bumps it, so a lower one is a record the runner already replaced."""
+        if time.monotonic() >= self._floor_until:
+            self._floor.clear()
+        for release_id, revision in list(self._floor.items()):
+            namespace, _, name = release_id.partition("/")
+            doc = self.source.current(objects.RELEASES, namespace, name)
+            try:
+                record = kubestate.record_of(doc.obj) if doc is not None else None
+            except errors.ControllerError:
+                record = None
+            seen = (record or {}).get("state", {}).get("revision") if record else None
+            if record is None or (isinstance(seen, int) and seen >= revision):
+                del self._floor[release_id]
+        return not self._floor
 
     def _config_map_changed(self, update: Update) -> None:
         """The ConfigMap watch's sink (the label selector lets only ours through)."""
@@ -187,6 +217,8 @@ class KubeReleases:
                     stepped_down.cancel()
             finally:
                 self.runner = None
+                self._floor = store.revisions()
+                self._floor_until = time.monotonic() + self.catch_up_s
                 self.follower.forget()  # the runner may have served other weights since
                 self._wanted.set()
             if failed:

@@ -125,6 +125,15 @@ class KubeStateStore:
         self._written: dict[str, str] = {}  # release id → record text in its status
         self._policies: str | None = None  # text in the ConfigMap
 
+    def revisions(self) -> dict[str, int]:
+        """Release id → overlay revision of the record last written to (or read from) it."""
+        out: dict[str, int] = {}
+        for release_id, text in self._written.items():
+            revision = json.loads(text).get("state", {}).get("revision")
+            if isinstance(revision, int):
+                out[release_id] = revision
+        return out
+
     async def load(self) -> Mapping[str, Any] | None:
         """Read every Release's record (a fresh LIST) and the ConfigMap."""
         listed = await self.client.list_objects(objects.RELEASES)

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller import api, kube, kubestate
+from controller import api, kube, kubestate, objects
 from controller.hubsource import HubSettings
 from controller.kubemode import KubeController, KubeModeSettings
 from controller.reconcile import ReconcileSettings
@@ -320,6 +320,54 @@ async def test_a_leader_that_loses_the_lease_follows_and_the_new_one_resumes(
         await eventually(
             lambda: all(r.gateway.weight() == 50 for r in fleet.replicas), timeout_s=LOADED_S
         )
+
+
+async def test_a_leader_stepping_down_does_not_serve_its_watch_s_older_record(
+    start_simulator: StartSimulator, tmp_path: Path
+) -> None:
+    async with rig(start_simulator, tmp_path) as fleet:
+        old, new = await fleet.leader()
+        status, body = await fleet.call(old, "POST", "/api/v1/releases/shop/web-v2/start")
+        assert status == 200, body
+        await eventually(
+            lambda: old.gateway.table is not None and old.gateway.weight() == 20, timeout_s=LOADED_S
+        )
+        # Every watch goes silent: the replicas' caches keep the record at 20 % from now on.
+
+        def cached(replica: Replica) -> tuple[str, int] | None:
+            doc = replica.controller.source.current(objects.RELEASES, "shop", "web-v2")
+            record = kubestate.record_of(doc.obj) if doc is not None else None
+            return (record["state"]["phase"], record["state"]["canary_weight"]) if record else None
+
+        paused = ("Paused", 20)  # at the pause step: promote goes on to setWeight 50
+        await eventually(
+            lambda: all(cached(r) == paused for r in fleet.replicas), timeout_s=LOADED_S
+        )
+        fleet.hub.freeze_watches()
+        status, body = await fleet.call(old, "POST", "/api/v1/releases/shop/web-v2/promote")
+        assert status == 200, body
+        await eventually(lambda: old.served_weight() == 50, timeout_s=LOADED_S)
+        seen: set[int | None] = set()
+
+        async def watch_weights() -> None:
+            while True:
+                seen.add(old.served_weight())
+                await asyncio.sleep(0.005)
+
+        watcher = fleet.group.create_task(watch_weights(), name="weights")
+        lease = fleet.hub.store.get(LEASE_KIND, NAMESPACE, "fleetgate-controller")
+        holder = new.controller.settings.identity
+        fleet.hub.store.upsert({**lease, "spec": {**lease["spec"], "holderIdentity": holder}})
+        await eventually(lambda: new.leading and not old.leading, timeout_s=LOADED_S)
+        await eventually(lambda: old.controller.runner is None)
+        # The new leader read the record with a LIST: 50 %. The old one, now following, waits
+        # for its watch to show the record it wrote rather than serve the stale 20 %.
+        await eventually(lambda: new.served_weight() == 50, timeout_s=LOADED_S)
+        rounds = old.controller.releases.follow_rounds
+        await eventually(lambda: old.controller.releases.follow_rounds >= rounds + 5)
+        assert cached(old) == paused  # its watch still shows the old record
+        watcher.cancel()
+        assert seen == {50}, seen
 
 
 async def test_a_release_dropped_from_the_policies_has_its_record_cleared(
