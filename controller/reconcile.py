@@ -67,7 +67,7 @@ class ReconcileStatus:
     incremental: int  # ... of which only re-resolved the spreads whose endpoints changed
     published: int  # ... of which had new content and were published
     unchanged: int  # ... of which matched the last published checksum and were dropped
-    failures: int  # compiles that raised; the last published table stays
+    failures: int  # compiles that raised (once per distinct inputs); the last table stays
     last_error: str | None  # message of the most recent failure, cleared by a success
     pending: bool  # inputs changed since the last compile started
 
@@ -89,12 +89,19 @@ class Reconciler:
         self._refused: Refused = frozenset()
         self._observed = Inventory(endpoints={})
         self._changed = asyncio.Event()
+        # Input generations: bumped by each update_*, copied by each compile as it takes the
+        # inputs. The loop skips a wake-up whose inputs a direct `rebuild()` already compiled.
+        self._inputs = self._compiled_inputs = 0
         self._lock = asyncio.Lock()
         self._builds = self._published = self._unchanged = self._failures = 0
         self._incremental = 0
         self._compiler = Compiler()
         self._static: tuple[PolicySet, Inventory] | None = None  # static endpoints per policies
         self._last_error: str | None = None
+        # The inputs of the last compile that failed: the compile is pure, so the same inputs
+        # fail the same way and are not compiled (or counted) again. File mode's release runner
+        # hands the same policies over on every tick until they compile.
+        self._failed: tuple[PolicySet, Refused, Inventory] | None = None
 
     def update_policies(self, policies: PolicySet, refused: Refused = frozenset()) -> None:
         """Replace the policy input. Nothing is built before the first call.
@@ -104,11 +111,13 @@ class Reconciler:
         """
         self._policies = policies
         self._refused = refused
+        self._inputs += 1
         self._changed.set()
 
     def update_inventory(self, inventory: Inventory) -> None:
         """Replace the observed endpoints (all clusters at once: level-triggered)."""
         self._observed = inventory
+        self._inputs += 1
         self._changed.set()
 
     @property
@@ -123,7 +132,7 @@ class Reconciler:
             unchanged=self._unchanged,
             failures=self._failures,
             last_error=self._last_error,
-            pending=self._changed.is_set(),
+            pending=self._inputs != self._compiled_inputs,
         )
 
     async def run(self) -> None:
@@ -158,14 +167,20 @@ class Reconciler:
                     break
             self._changed.clear()
             unchanged = self._unchanged
-            try:
-                await self.rebuild()
-            # Top of a long-lived task: a compiler bug must not stop future rebuilds, and the
-            # last published table keeps serving meanwhile.
-            except Exception as exc:
-                self._failures += 1
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("rebuild failed; the last published table stays")
+            async with self._lock:
+                if self._inputs == self._compiled_inputs:
+                    # A direct `rebuild()` (file mode's release runner after each load) already
+                    # compiled these inputs: building them again would change nothing, and count
+                    # a compile failure twice.
+                    continue
+                try:
+                    await self._rebuild_locked()
+                # Top of a long-lived task: a compiler bug must not stop future rebuilds, and the
+                # last published table keeps serving meanwhile.
+                except Exception as exc:
+                    self._failures += 1
+                    self._last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("rebuild failed; the last published table stays")
             if self._unchanged == unchanged:
                 # A rebuild that found the published content again changed nothing for the
                 # gateways: it does not make the next change wait.
@@ -174,40 +189,57 @@ class Reconciler:
     async def rebuild(self) -> Snapshot | None:
         """Compile now from the current inputs; publish and return the snapshot if it changed.
 
+        Callers that need the table at once (file mode's release runner) call this right after
+        `update_policies`; the loop then finds those inputs compiled and does not build them again.
         Returns None when there is no policy input yet, when the content is unchanged, or when
         the policies do not compile (logged and counted; the last published table stays).
         """
         async with self._lock:
-            policies = self._policies
-            if policies is None:
-                return None
-            latest = self._publisher.latest
-            version = self._next_version(latest)
-            last_checksum = latest.checksum if latest else None
-            self._builds += 1
-            if self._static is None or self._static[0] is not policies:
-                self._static = (policies, tables.inventory_from_clusters(policies.clusters))
-            inventory = _merged(self._static[1], self._observed)
-            try:
-                built, incremental = await asyncio.to_thread(
-                    _build, self._compiler, policies, self._refused, inventory, version,
-                    last_checksum,
-                )  # fmt: skip
-            except PolicyError as exc:
-                self._failures += 1
-                self._last_error = str(exc)
-                for problem in exc.problems:
-                    log.error("table not compiled: %s", problem)
-                return None
-            self._last_error = None
-            if incremental:
-                self._incremental += 1
-            if built is None:
-                self._unchanged += 1
-                log.debug("rebuild produced the published content; not publishing")
-                return None
-            self._published += 1
-            return self._publisher.publish(built)
+            return await self._rebuild_locked()
+
+    async def _rebuild_locked(self) -> Snapshot | None:
+        self._compiled_inputs = self._inputs
+        policies = self._policies
+        if policies is None:
+            return None
+        latest = self._publisher.latest
+        version = self._next_version(latest)
+        last_checksum = latest.checksum if latest else None
+        inputs = (policies, self._refused, self._observed)
+        failed = self._failed
+        if (
+            failed is not None
+            and failed[2] is inputs[2]
+            and failed[1] == inputs[1]
+            and failed[0] == policies
+        ):
+            return None  # the last error stands
+        self._builds += 1
+        if self._static is None or self._static[0] is not policies:
+            self._static = (policies, tables.inventory_from_clusters(policies.clusters))
+        inventory = _merged(self._static[1], inputs[2])
+        try:
+            built, incremental = await asyncio.to_thread(
+                _build, self._compiler, policies, inputs[1], inventory, version,
+                last_checksum,
+            )  # fmt: skip
+        except PolicyError as exc:
+            self._failures += 1
+            self._last_error = str(exc)
+            self._failed = inputs
+            for problem in exc.problems:
+                log.error("table not compiled: %s", problem)
+            return None
+        self._last_error = None
+        self._failed = None
+        if incremental:
+            self._incremental += 1
+        if built is None:
+            self._unchanged += 1
+            log.debug("rebuild produced the published content; not publishing")
+            return None
+        self._published += 1
+        return self._publisher.publish(built)
 
     def _next_version(self, latest: Snapshot | None) -> int:
         previous = latest.version if latest else 0

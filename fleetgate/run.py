@@ -232,7 +232,9 @@ class PolicyPipeline:
 
     The runner hands reconcile the files with every release's overlay applied and rebuilds at
     once. DNS answers arrive on their own, so reconcile's loop runs too and rebuilds (debounced)
-    when they change; after a policy load it finds the content published and drops it.
+    when they change; it does not build again what the runner's rebuild compiled, so each load
+    is one compile and a failure is counted once in `compile_failures` (the runner handing the
+    same failing policies over on later ticks compiles nothing: reconcile keeps the last error).
     """
 
     def __init__(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
+from controller import releases
 from controller.publishing import Publisher
 from controller.reconcile import Reconciler, ReconcileSettings, merge_inventory
 from policies.model import (
@@ -219,7 +220,9 @@ async def test_a_rebuild_that_changed_nothing_does_not_delay_the_next_change() -
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(rig.reconciler.run(), name="reconciler")
         try:
-            # The loop's first rebuild finds the published content again...
+            # The loop does not build what rebuild() built; equal policies in a new object are
+            # built, and the loop's rebuild finds the published content again...
+            rig.reconciler.update_policies(policies())
             await eventually(lambda: rig.reconciler.status.unchanged == 1)
             # ... so this change is still the first after a quiet period: built at once.
             rig.reconciler.update_inventory(observed)
@@ -227,3 +230,49 @@ async def test_a_rebuild_that_changed_nothing_does_not_delay_the_next_change() -
         finally:
             task.cancel()
     assert endpoints_of(rig.tables[1]) == ["127.0.1.7:8080"]
+
+
+async def test_a_direct_rebuild_is_not_built_again_by_the_loop() -> None:
+    """File mode: the release runner's hook replaces the policies and rebuilds at once while the
+    loop runs too. Each hand-over is one compile, and a failure is counted once."""
+    async with running() as rig:
+        hand_over = releases.reconciler_hook(rig.reconciler)
+        assert await hand_over(policies()) is not None
+        assert await hand_over(policies(path_regex="/orders/(unclosed")) is None
+        # The runner hands the same failing policies over again on each tick: not compiled again.
+        assert await hand_over(policies(path_regex="/orders/(unclosed")) is None
+        assert rig.reconciler.status.failures == 1
+        # A change only the loop sees: it is built once the loop has dealt with what came before
+        # (one change at a time), so the counts below include anything the loop did meanwhile.
+        rig.reconciler.update_inventory(
+            Inventory(endpoints={("a", WEB): (Endpoint("127.0.1.9", 8080, "a"),)})
+        )
+
+        def third_build_done() -> bool:
+            status = rig.reconciler.status
+            return status.builds == 3 == status.failures + status.published + status.unchanged
+
+        await eventually(third_build_done)
+        status = rig.reconciler.status
+        assert not status.pending
+    # Three compiles: the good policies, the broken ones, and the broken ones with the new
+    # inventory (other inputs, so compiled and counted again: the regex is still broken).
+    assert (status.builds, status.failures, status.published) == (3, 2, 1)
+    assert status.last_error is not None
+    assert len(rig.tables) == 1
+
+
+async def test_the_same_failing_inputs_compile_once_until_one_changes() -> None:
+    async with running() as rig:
+        broken = policies(path_regex="/orders/(unclosed")
+        rig.reconciler.update_policies(broken)
+        assert await rig.reconciler.rebuild() is None
+        rig.reconciler.update_policies(broken)
+        assert await rig.reconciler.rebuild() is None
+        assert (rig.reconciler.status.builds, rig.reconciler.status.failures) == (1, 1)
+        rig.reconciler.update_policies(policies())
+        assert await rig.reconciler.rebuild() is not None
+        rig.reconciler.update_policies(broken)  # fails again after a success: counted again
+        assert await rig.reconciler.rebuild() is None
+        status = rig.reconciler.status
+    assert (status.builds, status.failures, status.published) == (3, 2, 1)
