@@ -4,14 +4,15 @@ Editors (e.g. the YAML language server: `# yaml-language-server: $schema=fleetga
 complete and check files with it. It covers what one field or one mapping can say: types, ranges,
 enums, patterns, unknown keys, required fields and "one of" groups. Rules that compare values
 (paths against their match type, regexes, filter combinations, references between documents) are
-the loader's alone; `fleetgate validate` is the full check.
+the loader's alone; `fleetgate validate` is the full check. `json_schema("GatewayConfig")` is the
+gateway config file's (policies.gatewayconfig), outside the policy kinds' `oneOf`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from policies.kinds import KINDS
+from policies.kinds import GATEWAY_CONFIG, KINDS
 from policies.shapes import (
     DURATION_PATTERN,
     Anything,
@@ -40,11 +41,21 @@ DURATION_DEF: Json = {
 }
 
 
+# The gateway config file (`--gateway-config`) is published too, but only by its name: it is not
+# a policy kind, so the all-kinds schema for policy directories does not offer it.
+GATEWAY_CONFIG_KIND = "GatewayConfig"
+SCHEMA_KINDS = (*KINDS, GATEWAY_CONFIG_KIND)  # what `kind` may name
+
+
 def json_schema(kind: str | None = None) -> Json:
-    """The schema of all kinds (one of them, by `kind`), or of one kind. Raises KeyError."""
+    """The schema of all policy kinds (one of them, by `kind`), or of one kind, the gateway
+    config file's included. Raises KeyError."""
     defs: dict[str, Json] = {}
-    kinds = [KINDS[kind]] if kind else list(KINDS.values())
-    branches = [_shape(k.document, defs) for k in kinds]
+    if kind == GATEWAY_CONFIG_KIND:
+        documents = [GATEWAY_CONFIG]
+    else:
+        documents = [KINDS[kind].document] if kind else [k.document for k in KINDS.values()]
+    branches = [_shape(document, defs) for document in documents]
     out: Json = {"$schema": DIALECT, "$id": f"{SCHEMA_BASE}{kind or 'policies'}.json"}
     if kind is None:
         out["title"] = "fleetgate policy document"

@@ -157,3 +157,79 @@ def test_installed_script_validates_the_examples() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok: 7 documents (3 MemberCluster")
+
+
+GATEWAY_CONFIG = """\
+apiVersion: fleetgate.io/v1alpha1
+kind: GatewayConfig
+spec:
+  circuitBreaker: {maxRequests: 64}
+  namespaceQuotas:
+    - {namespace: shop, requestsPerSecond: 100, burst: 200}
+"""
+
+
+def test_a_gateway_config_file_is_checked_with_its_option(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    good = tmp_path / "gateway.yaml"
+    good.write_text(GATEWAY_CONFIG)
+    status, out, err = run(capsys, "validate", str(EXAMPLES), "--gateway-config", str(good))
+    assert status == 0
+    assert out == [
+        "ok: 7 documents (3 MemberCluster, 1 TrafficPolicy, 1 HTTPRoute, 1 ReferenceGrant, "
+        "1 Release); 1 GatewayConfig"
+    ]
+    assert err == ""
+    assert run(capsys, "validate", "--gateway-config", str(good))[:2] == (
+        0,
+        ["ok: 1 GatewayConfig"],
+    )
+
+    bad = tmp_path / "bad-gateway.yaml"
+    bad.write_text(GATEWAY_CONFIG.replace("64", "0").replace("burst: 200", "burst: many"))
+    missing = tmp_path / "missing.yaml"
+    status, out, err = run(
+        capsys, "validate", *(f"--gateway-config={p}" for p in (good, bad, missing, tmp_path))
+    )
+    assert status == 1
+    assert out == [
+        f"{bad}:4:33: spec.circuitBreaker.maxRequests: must be an integer >= 1, got 0",
+        f'{bad}:6:56: spec.namespaceQuotas[0].burst: must be an integer >= 1, got "many"',
+        f"{missing}: cannot read: No such file or directory",
+        f"{tmp_path}: is a directory; --gateway-config takes a file",
+    ]
+    assert err == "failed: 4 errors\n"
+
+
+def test_a_gateway_config_among_the_policies_is_refused_with_a_hint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "gateway.yaml").write_text(GATEWAY_CONFIG)
+    status, out, err = run(capsys, "validate", str(tmp_path))
+    assert status == 1
+    assert out == [
+        f"{tmp_path / 'gateway.yaml'}:2:7: kind: must be one of HTTPRoute, MemberCluster, "
+        'ReferenceGrant, Release, TrafficPolicy, got "GatewayConfig"'
+    ]
+    assert "check it with --gateway-config FILE" in err
+
+
+def test_validate_needs_something_to_check(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["validate"])
+    assert exited.value.code == 2
+    assert "give a policy PATH or --gateway-config FILE" in capsys.readouterr().err
+
+
+def test_schema_command_publishes_the_gateway_config_file(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, _ = run(capsys, "schema", "--kind", "GatewayConfig")
+    document = json.loads("\n".join(out))
+    assert status == 0
+    assert document["$ref"] == "#/$defs/GatewayConfig"
+    assert set(document["$defs"]["GatewayConfigSpec"]["properties"]) == {
+        "circuitBreaker",
+        "namespaceQuotas",
+    }

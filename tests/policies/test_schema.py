@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from policies import loading, schema, shapes
+from policies.gatewayconfig import load_gateway_config
 from policies.kinds import KINDS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "fleet"
@@ -226,3 +227,46 @@ def test_shape_schema_of_plain_shapes() -> None:
     assert "$defs" not in document
     assert schema.shape_schema(shapes.Anything()) == {}
     assert schema.shape_schema(shapes.Duration())["$defs"]["Duration"]["type"] == "string"
+
+
+GATEWAY_CONFIG = "apiVersion: fleetgate.io/v1alpha1\nkind: GatewayConfig\n"
+
+
+@pytest.mark.parametrize(
+    ("spec", "valid"),
+    [
+        pytest.param(
+            "metadata: {name: edge}\nspec:\n  circuitBreaker: {maxRequests: 64}\n"
+            "  namespaceQuotas:\n"
+            "    - {namespace: shop, requestsPerSecond: 100, burst: 200, maxConcurrent: 50}\n",
+            True,
+            id="full",
+        ),
+        pytest.param("spec: {}\n", True, id="empty-spec"),
+        pytest.param("spec: {circuitBreaker: {maxRequests: 0}}\n", False, id="breaker-below-1"),
+        pytest.param("spec: {breaker: {}}\n", False, id="unknown-field"),
+        pytest.param("spec: {namespaceQuotas: [{requestsPerSecond: 1}]}\n", False, id="no-ns"),
+        pytest.param(
+            "spec: {namespaceQuotas: [{namespace: Shop!, requestsPerSecond: 1}]}\n",
+            False,
+            id="bad-namespace",
+        ),
+        pytest.param("metadata: {name: a}\n", False, id="no-spec"),
+    ],
+)
+def test_gateway_config_schema_and_loader_agree(spec: str, valid: bool) -> None:
+    text = GATEWAY_CONFIG + spec
+    config, problems = load_gateway_config("gw.yaml", text)
+    assert (config is not None) is valid, problems
+    assert validator("GatewayConfig").is_valid(yaml.safe_load(text)) is valid
+
+
+def test_gateway_config_is_published_by_name_only() -> None:
+    document = schema.json_schema("GatewayConfig")
+    assert document["$id"].endswith("/GatewayConfig.json")
+    assert document["$ref"] == "#/$defs/GatewayConfig"
+    assert "GatewayConfig" in schema.SCHEMA_KINDS
+    # Not a policy kind: a policy directory refuses it, and so does the all-kinds schema.
+    text = GATEWAY_CONFIG + "spec: {}\n"
+    assert not validator().is_valid(yaml.safe_load(text))
+    assert not loading.load_documents([("p.yaml", text)]).ok
