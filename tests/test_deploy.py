@@ -11,7 +11,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from fleetgate import crds
+from fleetgate import cli, crds
+from policies import schema
+from policies.gatewayconfig import load_gateway_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -71,3 +73,35 @@ def test_a_wrongly_typed_field_is_refused_by_the_crd() -> None:
     }
     errors = list(_crd_validator("MemberCluster").iter_errors(bad))
     assert [list(e.path) for e in errors] == [["spec", "priority"]]
+
+
+def _gateway_documents() -> dict[str, dict[str, Any]]:
+    docs = _documents(DEPLOY / "gateway" / "deployment.yaml")
+    docs += _documents(DEPLOY / "gateway" / "gateway-config.yaml")
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+def test_the_example_gateway_config_is_valid() -> None:
+    config_map = _gateway_documents()["ConfigMap/fleetgate-gateway-config"]
+    text = config_map["data"]["gateway.yaml"]
+    config, problems = load_gateway_config("gateway.yaml", text)
+    assert problems == ()
+    assert config is not None
+    assert config.namespace_quotas  # an example worth copying, not an empty file
+    jsonschema.Draft202012Validator(schema.json_schema("GatewayConfig")).validate(
+        yaml.safe_load(text)
+    )
+
+
+def test_the_gateways_read_the_mounted_gateway_config() -> None:
+    docs = _gateway_documents()
+    pod = docs["Deployment/fleetgate-gateway"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = cli.build_parser().parse_args(container["args"])
+    assert args.command == "gateway"
+    path = pathlib.PurePosixPath(str(args.gateway_config))
+    [mount] = [m for m in container["volumeMounts"] if path.is_relative_to(m["mountPath"])]
+    assert "subPath" not in mount  # a subPath file would never see ConfigMap updates
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    config_map = docs[f"ConfigMap/{volume['configMap']['name']}"]
+    assert str(path.relative_to(mount["mountPath"])) in config_map["data"]
