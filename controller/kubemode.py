@@ -392,6 +392,7 @@ class KubeController:
             },
             "snapshot": statusapi.snapshot_section(self.publisher),
             "clusters": self._clusters_section(load),
+            "dns": {"names": statusapi.dns_section(self.dns.status())},
             "gateways": statusapi.gateways_section(self.publisher),
             "policies": _policies_section(load),
             "reconcile": dataclasses.asdict(self.reconciler.status),
