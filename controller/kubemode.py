@@ -41,6 +41,7 @@ from aiohttp import web
 
 from controller import api, errors, inventory, kube, publishing, statusapi
 from controller.dns import DnsEndpoints, DnsSettings
+from controller.gateway_registry import RegistrySettings, SharedRegistry
 from controller.hubsource import HubLoad, HubSettings, HubSource
 from controller.kube import ClusterClient, KubeSettings
 from controller.kube_releases import KubeReleases, Roles
@@ -80,6 +81,8 @@ class KubeModeSettings:
     publish: PublishSettings = dataclasses.field(default_factory=PublishSettings)
     dns: DnsSettings = dataclasses.field(default_factory=DnsSettings)
     releases: ReleaseSettings = dataclasses.field(default_factory=ReleaseSettings)
+    # the gateways polling each replica, shared so the leader's rollouts count them all
+    gateway_registry: RegistrySettings = dataclasses.field(default_factory=RegistrySettings)
 
     def __post_init__(self) -> None:
         if self.member_kubeconfigs not in ("secret", "file"):
@@ -131,6 +134,14 @@ class KubeController:
             on_stopped_leading=self._stopped_leading,
         )
         self.writer = StatusWriter(hub)
+        self.gateway_registry = SharedRegistry(
+            hub,
+            self.publisher,
+            identity=settings.identity,
+            namespace=settings.lease_namespace,
+            leading=lambda: self.elector.is_leader,
+            settings=settings.gateway_registry,
+        )
         self._load: HubLoad | None = None
         self._serial = 0  # of the latest load
         self._programmed: tuple[int, int | None] = (0, None)  # (load serial, version serving it)
@@ -181,6 +192,7 @@ class KubeController:
                 group.create_task(self.elector.run(), name="kubemode.leader")
                 group.create_task(self._write_status(), name="kubemode.status")
                 group.create_task(self.releases.run(), name="kubemode.releases")
+                group.create_task(self.gateway_registry.run(), name="kubemode.gateways")
         finally:
             self._group = None
 

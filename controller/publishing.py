@@ -27,6 +27,9 @@ Protocol (DESIGN.md §1), served under `/v1`:
   whose host is the polling peer's own address; any host only when the snapshot API requires a
   token (`PublishSettings.token`), so an anonymous client cannot point the controller (and the
   admin token it sends) elsewhere. Other URLs are ignored.
+* The registry also keeps the `checksum` each gateway sent (the content it serves): in Kubernetes
+  mode replicas share their gateways by checksum (`shared_entries`, `controller.gateway_registry`)
+  and the leader counts the others' in its rollouts (`feed_remote`).
 * `GET /v1/gateways` lists every gateway seen: id, zone, applied version, how far behind it is
   (`behind` versions, `lag_s` seconds since the first version it lacks was published), when it
   was last seen, and whether it counts as live.
@@ -134,18 +137,33 @@ class Rollout:
     version: int
     applied: tuple[str, ...]  # gateway ids serving `version` or newer
     pending: tuple[str, ...]  # gateway ids still on something older (or never seen)
+    others_unread: bool = False  # a new leader has not read the other replicas' gateways yet
 
     @property
     def done(self) -> bool:
         """True when no gateway is pending (vacuously so with no gateways: check `total`)."""
-        return not self.pending
+        return not self.pending and not self.others_unread
 
     @property
     def total(self) -> int:
         return len(self.applied) + len(self.pending)
 
     def __str__(self) -> str:
-        return f"{len(self.applied)}/{self.total} gateways on v{self.version}"
+        summary = f"{len(self.applied)}/{self.total} gateways on v{self.version}"
+        return summary + (" (other replicas' not read yet)" if self.others_unread else "")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RemoteGateway:
+    """A gateway polling another controller replica, as that replica shares it
+    (`controller.gateway_registry`). Each replica numbers versions by its own clock, so what the
+    gateway serves travels as the content checksum, which every replica computes alike."""
+
+    id: str
+    zone: str | None
+    checksum: str | None  # of the table it serves; None = nothing (or nothing known) yet
+    replica: str  # identity of the replica it polls
+    seen_ago_s: float  # seconds since it was last seen, as of the hand-over (0 while polling)
 
 
 @dataclasses.dataclass(slots=True)
@@ -153,6 +171,7 @@ class _Gateway:
     id: str
     zone: str | None
     applied: int = 0
+    checksum: str | None = None  # of the table it serves, as it reported it (None: not sent)
     last_seen: float = 0.0  # monotonic
     polls: int = 0  # open long-polls
     local: bool = False
@@ -185,6 +204,13 @@ class Publisher:
         self._published_at: collections.deque[tuple[int, float]] = collections.deque(
             maxlen=max(1, self.settings.history)
         )
+        # (version, checksum) of the same published versions: maps other replicas' checksums
+        # onto our versions, and our versions onto checksums for them
+        self._published: collections.deque[tuple[int, str]] = collections.deque(
+            maxlen=max(1, self.settings.history)
+        )
+        self._remote: dict[str, tuple[RemoteGateway, float]] = {}  # id -> (entry, seen at)
+        self._remote_unread = False  # see `forget_remote`
         self._gateways: dict[str, _Gateway] = {}
         self._locals: dict[str, LocalApply] = {}
         self._new_version = asyncio.Event()
@@ -215,6 +241,7 @@ class Publisher:
             self._bases.popitem(last=False)
         self._deltas.clear()
         self._published_at.append((snapshot.version, self._clock()))
+        self._published.append((snapshot.version, snapshot.checksum))
         log.info(
             "published snapshot version=%d checksum=%s bytes=%d",
             snapshot.version,
@@ -252,7 +279,7 @@ class Publisher:
                 "local gateway refused table gateway=%s version=%d", gateway_id, table.version
             )
             return
-        self.record(gateway_id, None, applied=table.version, local=True)
+        self.record(gateway_id, None, applied=table.version, local=True, checksum=table.checksum)
 
     def record(
         self,
@@ -262,6 +289,7 @@ class Publisher:
         applied: int | None,
         local: bool = False,
         metrics_url: str | None = None,
+        checksum: str | None = None,
     ) -> None:
         """Note that `gateway_id` was seen now, and what it applied (None = not reported)."""
         now = self._clock()
@@ -277,6 +305,8 @@ class Publisher:
             gateway.zone = zone
         if metrics_url is not None:
             gateway.metrics_url = metrics_url
+        if checksum is not None:
+            gateway.checksum = checksum
         if applied is not None and applied != gateway.applied:
             gateway.applied = applied
             woken, self._applied_changed = self._applied_changed, asyncio.Event()
@@ -329,16 +359,89 @@ class Publisher:
         )
 
     def rollout(self, version: int, gateways: Collection[str] | None = None) -> Rollout:
-        """Which of `gateways` (default: every live one) serve `version` or newer."""
+        """Which of `gateways` (default: every live one, other replicas' included) serve
+        `version` or newer.
+
+        A gateway another replica reported (`feed_remote`) counts by checksum: applied when the
+        newest version we published with that content is `version` or newer. Content we never
+        published (or no longer remember) is pending. Where a gateway is known here and there,
+        the fresher sighting counts: it moved."""
         now = self._clock()
+        remote = self._remote_live(now)
         if gateways is None:
-            gateways = [g.id for g in self._gateways.values() if self._is_live(g, now)]
+            gateways = {g.id for g in self._gateways.values() if self._is_live(g, now)}
+            gateways |= remote.keys()
         applied: list[str] = []
         pending: list[str] = []
         for gateway_id in sorted(gateways):
-            gateway = self._gateways.get(gateway_id)
-            (applied if gateway and gateway.applied >= version else pending).append(gateway_id)
-        return Rollout(version, tuple(applied), tuple(pending))
+            there = remote.get(gateway_id)
+            if there is not None:
+                done = self._version_of(there.checksum) >= version
+            else:
+                gateway = self._gateways.get(gateway_id)
+                done = gateway is not None and gateway.applied >= version
+            (applied if done else pending).append(gateway_id)
+        return Rollout(version, tuple(applied), tuple(pending), self._remote_unread)
+
+    # -- the registry shared between replicas (controller.gateway_registry) -------------------
+
+    def shared_entries(self, replica: str) -> tuple[RemoteGateway, ...]:
+        """The live gateways polling this replica, as other replicas read them: by checksum (the
+        one the gateway reported, else the one we published as the version it applied)."""
+        now = self._clock()
+        checksums = {version: checksum for version, checksum in self._published}
+        return tuple(
+            RemoteGateway(
+                id=g.id,
+                zone=g.zone,
+                checksum=g.checksum or checksums.get(g.applied),
+                replica=replica,
+                seen_ago_s=0.0 if g.polls > 0 else round(now - g.last_seen, 3),
+            )
+            for g in sorted(self._gateways.values(), key=_by_id)
+            if self._is_live(g, now)
+        )
+
+    def forget_remote(self) -> None:
+        """Drop the other replicas' gateways, and let no rollout be done until `feed_remote`
+        brings them again: a replica that just won the lead must not count a step applied
+        before it has read who else is serving."""
+        self._remote = {}
+        self._remote_unread = True
+
+    def feed_remote(self, entries: Collection[RemoteGateway]) -> None:
+        """Replace the gateways other replicas reported (the leader's rollouts count them)."""
+        self._remote_unread = False
+        now = self._clock()
+        fresh: dict[str, tuple[RemoteGateway, float]] = {}
+        for entry in entries:
+            seen = now - max(0.0, entry.seen_ago_s)
+            if entry.id not in fresh or seen > fresh[entry.id][1]:
+                fresh[entry.id] = (entry, seen)
+        before = {k: (e.checksum, e.replica) for k, (e, _) in self._remote.items()}
+        self._remote = fresh
+        if before != {k: (e.checksum, e.replica) for k, (e, _) in fresh.items()}:
+            woken, self._applied_changed = self._applied_changed, asyncio.Event()
+            woken.set()
+
+    def _remote_live(self, now: float) -> dict[str, RemoteGateway]:
+        """Remote gateways seen within `stale_after_s`, unless seen here more recently."""
+        out: dict[str, RemoteGateway] = {}
+        for gateway_id, (entry, seen) in self._remote.items():
+            if now - seen > self.settings.stale_after_s:
+                continue
+            here = self._gateways.get(gateway_id)
+            if here is not None and (here.polls > 0 or here.last_seen >= seen):
+                continue
+            out[gateway_id] = entry
+        return out
+
+    def _version_of(self, checksum: str | None) -> int:
+        """The newest version we published with this content; 0 when none we remember."""
+        for version, published in reversed(self._published):
+            if published == checksum:
+                return version
+        return 0
 
     async def wait_applied(
         self, version: int, gateways: Collection[str] | None = None, *, timeout_s: float
@@ -412,8 +515,9 @@ class Publisher:
         zone: str | None,
         applied: int | None,
         metrics_url: str | None = None,
+        checksum: str | None = None,
     ) -> None:
-        self.record(gateway_id, zone, applied=applied, metrics_url=metrics_url)
+        self.record(gateway_id, zone, applied=applied, metrics_url=metrics_url, checksum=checksum)
         gateway = self._gateways.get(gateway_id)
         if gateway is not None:
             gateway.polls += 1
@@ -468,7 +572,7 @@ async def _get_snapshot(request: web.Request) -> web.Response:
     held = params.checksum_param(query, "checksum")
 
     if gateway_id is not None:
-        publisher.begin_poll(gateway_id, zone, applied, metrics_url)
+        publisher.begin_poll(gateway_id, zone, applied, metrics_url, held)
     try:
         found = await publisher.wait_newer(after, timeout_s=wait_s, checksum=held)
     finally:
