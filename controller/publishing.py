@@ -305,7 +305,7 @@ class Publisher:
             gateway.zone = zone
         if metrics_url is not None:
             gateway.metrics_url = metrics_url
-        if checksum is not None:
+        if applied is not None:  # a poll sends the checksum exactly when it holds a table
             gateway.checksum = checksum
         if applied is not None and applied != gateway.applied:
             gateway.applied = applied

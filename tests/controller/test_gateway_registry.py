@@ -5,18 +5,23 @@ until that gateway has applied it."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 from pathlib import Path
 
 from controller import gateway_registry as registry
 from controller.publishing import Publisher, PublishSettings, RemoteGateway
+from gateway.subscriber import Subscriber, SubscriberSettings
+from policies.table import RoutingTable
 from tests.conftest import eventually
 from tests.controller.conftest import StartSimulator
+from tests.controller.release_rig import canary_weight
 from tests.controller.test_kube_releases import (
     CONFIG_MAP_KIND,
     LOADED_S,
     NAMESPACE,
+    Rig,
     rig,
 )
 from tests.controller.test_publishing import make_table
@@ -132,19 +137,11 @@ async def test_a_step_waits_for_the_gateway_polling_only_the_standby(
         # Both gateways serve the first table; the standby shares its one in the hub, and the
         # leader has read that since.
         await eventually(lambda: leader.gateway.applied > 0 and standby.gateway.applied > 0)
-        name = registry.config_map_name(standby.controller.settings.identity)
-
-        def shared() -> list[tuple[str, str | None]]:
-            try:
-                found = fleet.hub.store.get(CONFIG_MAP_KIND, NAMESPACE, name)
-            except ApiError:  # not written yet
-                return []
-            gateways = json.loads(found["data"]["gateways.json"])["gateways"]
-            return [(g["id"], g["checksum"]) for g in gateways]
+        identity = standby.controller.settings.identity
 
         def standby_shared() -> bool:
             latest = standby.controller.publisher.latest
-            return latest is not None and shared() == [(theirs, latest.checksum)]
+            return latest is not None and shared_by(fleet, identity) == {theirs: latest.checksum}
 
         await eventually(standby_shared, timeout_s=LOADED_S)
         reads = lead.gateway_registry.reads
@@ -175,7 +172,7 @@ async def test_a_step_waits_for_the_gateway_polling_only_the_standby(
         assert carried is not None
         rollout = lead.publisher.rollout(carried.version)
         assert (rollout.applied, rollout.pending) == ((mine,), (theirs,)), rollout
-        assert [(g, checksum == carried.checksum) for g, checksum in shared()] == [(theirs, False)]
+        assert shared_by(fleet, identity)[theirs] != carried.checksum
 
         # Once it applies the table, the step is applied and the release pauses at step 1.
         standby.gateway.gate.set()
@@ -201,3 +198,88 @@ def test_a_new_leader_counts_no_step_before_reading_the_other_replicas() -> None
     assert str(rollout) == "1/1 gateways on v1 (other replicas' not read yet)"
     publisher.feed_remote([])
     assert publisher.rollout(1).done
+
+
+class Holder:
+    """The gateway's table holder, reduced to what the subscriber needs."""
+
+    def __init__(self) -> None:
+        self.table: RoutingTable | None = None
+
+    def apply(self, table: RoutingTable) -> None:
+        self.table = table
+
+
+def shared_by(fleet: Rig, replica: str) -> dict[str, str | None]:
+    """Gateway id -> checksum, as `replica` shares them in the hub."""
+    try:
+        found = fleet.hub.store.get(CONFIG_MAP_KIND, NAMESPACE, registry.config_map_name(replica))
+    except ApiError:  # not written yet
+        return {}
+    gateways = json.loads(found["data"]["gateways.json"])["gateways"]
+    return {g["id"]: g["checksum"] for g in gateways}
+
+
+async def test_a_real_gateway_on_the_standby_is_counted_by_the_checksum_it_reports(
+    start_simulator: StartSimulator, tmp_path: Path
+) -> None:
+    async with rig(start_simulator, tmp_path) as fleet:
+        leader, standby = await fleet.leader()
+        lead, identity = leader.controller, standby.controller.settings.identity
+        runner = lead.runner
+        assert runner is not None
+
+        def subscribe() -> tuple[Holder, asyncio.Task[None]]:
+            config = SubscriberSettings(
+                controller_url=standby.url, gateway_id="gw-real", wait_s=1.0, backoff_max_s=0.05
+            )
+            holder = Holder()
+            task = fleet.group.create_task(Subscriber(config, holder).run(), name="subscriber")
+            return holder, task
+
+        holder, task = subscribe()
+
+        def shared_current() -> bool:
+            latest = standby.controller.publisher.latest
+            return (
+                holder.table is not None
+                and latest is not None
+                and shared_by(fleet, identity).get("gw-real") == latest.checksum
+            )
+
+        await eventually(shared_current, timeout_s=LOADED_S)
+        reads = lead.gateway_registry.reads
+        await eventually(lambda: lead.gateway_registry.reads > reads + 1, timeout_s=LOADED_S)
+        # It stops polling (still live for the registry's window) with the first table.
+        task.cancel()
+        old = holder.table
+        assert old is not None
+
+        status, body = await fleet.call(leader, "POST", "/api/v1/releases/shop/web-v2/start")
+        assert status == 200, body
+        await eventually(lambda: standby.gateway.weight() == 20, timeout_s=LOADED_S)
+        reads, ticks = lead.gateway_registry.reads, runner.ticks
+        await eventually(
+            lambda: lead.gateway_registry.reads > reads + 1 and runner.ticks > ticks + 5,
+            timeout_s=LOADED_S,
+        )
+        state = runner.state("shop/web-v2")
+        assert state is not None
+        assert (state.step_index, state.step_applied_at) == (0, None), state
+        carried = lead.publisher.latest
+        assert carried is not None
+        assert lead.publisher.rollout(carried.version).pending == ("gw-real",)
+        assert shared_by(fleet, identity)["gw-real"] == old.checksum != carried.checksum
+
+        # It comes back and applies the step's table: the step is applied.
+        holder, task = subscribe()
+
+        def paused() -> bool:
+            current = runner.state("shop/web-v2")
+            return current is not None and current.phase.value == "Paused"
+
+        await eventually(paused, timeout_s=LOADED_S)
+        assert holder.table is not None
+        assert canary_weight(holder.table, "shop.example") == 20
+        assert "gw-real" in lead.publisher.rollout(carried.version).applied
+        task.cancel()
