@@ -187,6 +187,23 @@ async def test_a_step_waits_for_the_gateway_polling_only_the_standby(
         assert (state.step_index, state.canary_weight) == (1, 20)
         assert lead.publisher.rollout(carried.version).applied == tuple(sorted(both))
 
+        # An abort takes the whole fleet back: its table (the content before the release,
+        # published again) is not applied while the standby's gateway still serves 20 %.
+        standby.gateway.gate.clear()
+        status, body = await fleet.call(leader, "POST", "/api/v1/releases/shop/web-v2/abort")
+        assert status == 200, body
+        await eventually(lambda: leader.gateway.weight() == 0, timeout_s=LOADED_S)
+        await eventually(lambda: standby.served_weight() == 0, timeout_s=LOADED_S)
+        aborted = lead.publisher.latest
+        assert aborted is not None
+        reads = lead.gateway_registry.reads
+        await eventually(lambda: lead.gateway_registry.reads > reads + 1, timeout_s=LOADED_S)
+        assert lead.publisher.rollout(aborted.version).pending == (theirs,)
+        assert standby.gateway.weight() == 20
+        standby.gateway.gate.set()
+        await eventually(lambda: lead.publisher.rollout(aborted.version).done, timeout_s=LOADED_S)
+        assert standby.gateway.weight() == 0
+
 
 def test_a_new_leader_counts_no_step_before_reading_the_other_replicas() -> None:
     publisher = Publisher()
