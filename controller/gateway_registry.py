@@ -37,7 +37,8 @@ from typing import Any
 from controller import errors
 from controller.kube import CONFIG_MAPS, ClusterClient
 from controller.objects import KubeObject
-from controller.publishing import Publisher, RemoteGateway
+from controller.publishing import Publisher
+from controller.remote_gateways import RemoteGateway
 
 log = logging.getLogger(__name__)
 

@@ -55,6 +55,7 @@ from typing import Any
 from aiohttp import web
 
 from controller import snapshot_params as params
+from controller.remote_gateways import RemoteGateway, RemoteGateways
 from policies import delta
 from policies import snapshot as wire
 from policies.table import RoutingTable
@@ -153,19 +154,6 @@ class Rollout:
         return summary + (" (other replicas' not read yet)" if self.others_unread else "")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RemoteGateway:
-    """A gateway polling another controller replica, as that replica shares it
-    (`controller.gateway_registry`). Each replica numbers versions by its own clock, so what the
-    gateway serves travels as the content checksum, which every replica computes alike."""
-
-    id: str
-    zone: str | None
-    checksum: str | None  # of the table it serves; None = nothing (or nothing known) yet
-    replica: str  # identity of the replica it polls
-    seen_ago_s: float  # seconds since it was last seen, as of the hand-over (0 while polling)
-
-
 @dataclasses.dataclass(slots=True)
 class _Gateway:
     id: str
@@ -209,8 +197,7 @@ class Publisher:
         self._published: collections.deque[tuple[int, str]] = collections.deque(
             maxlen=max(1, self.settings.history)
         )
-        self._remote: dict[str, tuple[RemoteGateway, float]] = {}  # id -> (entry, seen at)
-        self._remote_unread = False  # see `forget_remote`
+        self._remote = RemoteGateways()
         self._gateways: dict[str, _Gateway] = {}
         self._locals: dict[str, LocalApply] = {}
         self._new_version = asyncio.Event()
@@ -367,7 +354,7 @@ class Publisher:
         published (or no longer remember) is pending. Where a gateway is known here and there,
         the fresher sighting counts: it moved."""
         now = self._clock()
-        remote = self._remote_live(now)
+        remote = self._remote.live(now, self.settings.stale_after_s, self._seen_here)
         if gateways is None:
             gateways = {g.id for g in self._gateways.values() if self._is_live(g, now)}
             gateways |= remote.keys()
@@ -381,7 +368,7 @@ class Publisher:
                 gateway = self._gateways.get(gateway_id)
                 done = gateway is not None and gateway.applied >= version
             (applied if done else pending).append(gateway_id)
-        return Rollout(version, tuple(applied), tuple(pending), self._remote_unread)
+        return Rollout(version, tuple(applied), tuple(pending), self._remote.unread)
 
     # -- the registry shared between replicas (controller.gateway_registry) -------------------
 
@@ -403,38 +390,21 @@ class Publisher:
         )
 
     def forget_remote(self) -> None:
-        """Drop the other replicas' gateways, and let no rollout be done until `feed_remote`
-        brings them again: a replica that just won the lead must not count a step applied
-        before it has read who else is serving."""
-        self._remote = {}
-        self._remote_unread = True
+        """Drop the other replicas' gateways; no rollout is done until `feed_remote` brings
+        them again (see `RemoteGateways.unread`)."""
+        self._remote.forget()
 
     def feed_remote(self, entries: Collection[RemoteGateway]) -> None:
         """Replace the gateways other replicas reported (the leader's rollouts count them)."""
-        self._remote_unread = False
-        now = self._clock()
-        fresh: dict[str, tuple[RemoteGateway, float]] = {}
-        for entry in entries:
-            seen = now - max(0.0, entry.seen_ago_s)
-            if entry.id not in fresh or seen > fresh[entry.id][1]:
-                fresh[entry.id] = (entry, seen)
-        before = {k: (e.checksum, e.replica) for k, (e, _) in self._remote.items()}
-        self._remote = fresh
-        if before != {k: (e.checksum, e.replica) for k, (e, _) in fresh.items()}:
+        if self._remote.feed(entries, self._clock()):
             woken, self._applied_changed = self._applied_changed, asyncio.Event()
             woken.set()
 
-    def _remote_live(self, now: float) -> dict[str, RemoteGateway]:
-        """Remote gateways seen within `stale_after_s`, unless seen here more recently."""
-        out: dict[str, RemoteGateway] = {}
-        for gateway_id, (entry, seen) in self._remote.items():
-            if now - seen > self.settings.stale_after_s:
-                continue
-            here = self._gateways.get(gateway_id)
-            if here is not None and (here.polls > 0 or here.last_seen >= seen):
-                continue
-            out[gateway_id] = entry
-        return out
+    def _seen_here(self, gateway_id: str) -> float | None:
+        gateway = self._gateways.get(gateway_id)
+        if gateway is None:
+            return None
+        return self._clock() if gateway.polls > 0 else gateway.last_seen
 
     def _version_of(self, checksum: str | None) -> int:
         """The newest version we published with this content; 0 when none we remember."""

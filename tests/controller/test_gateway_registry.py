@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 from controller import gateway_registry as registry
-from controller.publishing import Publisher, PublishSettings, RemoteGateway
+from controller.publishing import Publisher, PublishSettings
+from controller.remote_gateways import RemoteGateway
 from gateway.subscriber import Subscriber, SubscriberSettings
 from policies.table import RoutingTable
 from tests.conftest import eventually
