@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import pytest
 from aiohttp import web
 
 from gateway.health import HealthMonitor, probe
@@ -14,6 +16,32 @@ from tests.conftest import eventually
 from tests.fakes.upstream import serve_app
 from tests.gateway.conftest import EAST, EAST_2, TEST_SETTINGS, WEST, StartGateway
 from tests.gateway.fleet import FAST_CHECK, Backends, cluster, fetch, fleet_table, session
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[Backends]:
+    """Upstreams that outlive the gateway: request this fixture before `gateway`, so that the
+    gateway (and its probes) stops first. Stopped the other way round, a probe connecting while
+    an upstream's server closes can be accepted after aiohttp has closed the connections it
+    knows; on Python 3.11 nothing closes that one, and it surfaces as an unclosed-socket
+    ResourceWarning (an error here) in whichever later test the garbage collector runs."""
+    async with Backends() as started:
+        yield started
+
+
+@pytest.fixture
+async def apps() -> AsyncIterator[Callable[[web.Application, str], Awaitable[str]]]:
+    """Serve apps on loopback hosts ("host:port"); stopped after the gateway, as `backends`."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application, host: str) -> str:
+        runner, port = await serve_app(app, host)
+        runners.append(runner)
+        return f"{host}:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
 
 
 def _monitor(gw: Gateway) -> HealthMonitor:
@@ -42,60 +70,60 @@ async def _pods(gw: Gateway, count: int) -> Counter[str]:
 
 
 async def test_a_failing_health_check_takes_an_endpoint_out_and_a_passing_one_back(
+    backends: Backends,
     gateway: StartGateway,
 ) -> None:
-    async with Backends() as backends:
-        one = await backends.start("east", EAST)
-        two = await backends.start("east", EAST_2)
-        gw = await gateway(fleet_table([cluster("east", [one.address, two.address])]))
-        monitor = _monitor(gw)
-        await eventually(lambda: _passed(monitor, one.address) and _passed(monitor, two.address))
-        assert set(await _pods(gw, 20)) == {one.pod, two.pod}
+    one = await backends.start("east", EAST)
+    two = await backends.start("east", EAST_2)
+    gw = await gateway(fleet_table([cluster("east", [one.address, two.address])]))
+    monitor = _monitor(gw)
+    await eventually(lambda: _passed(monitor, one.address) and _passed(monitor, two.address))
+    assert set(await _pods(gw, 20)) == {one.pod, two.pod}
 
-        one.fail_health()
-        await eventually(lambda: not monitor.healthy(_endpoint(one.address)))
-        assert set(await _pods(gw, 20)) == {two.pod}
-        assert gw.counters.health_transitions >= 1
+    one.fail_health()
+    await eventually(lambda: not monitor.healthy(_endpoint(one.address)))
+    assert set(await _pods(gw, 20)) == {two.pod}
+    assert gw.counters.health_transitions >= 1
 
-        one.fail_health(False)
-        await eventually(lambda: monitor.healthy(_endpoint(one.address)))
-        assert one.pod in await _pods(gw, 40)
+    one.fail_health(False)
+    await eventually(lambda: monitor.healthy(_endpoint(one.address)))
+    assert one.pod in await _pods(gw, 40)
 
 
 async def test_a_draining_upstream_leaves_rotation_while_its_listener_still_serves(
+    backends: Backends,
     gateway: StartGateway,
 ) -> None:
-    async with Backends() as backends:
-        one = await backends.start("east", EAST)
-        two = await backends.start("east", EAST_2)
-        gw = await gateway(fleet_table([cluster("east", [one.address, two.address])]))
-        one.drain()  # 503 on /healthz: out at the first such answer, no threshold
-        await eventually(lambda: not _monitor(gw).healthy(_endpoint(one.address)))
-        served_before = one.requests
-        assert set(await _pods(gw, 20)) == {two.pod}
-        assert one.running
-        assert one.requests == served_before
+    one = await backends.start("east", EAST)
+    two = await backends.start("east", EAST_2)
+    gw = await gateway(fleet_table([cluster("east", [one.address, two.address])]))
+    one.drain()  # 503 on /healthz: out at the first such answer, no threshold
+    await eventually(lambda: not _monitor(gw).healthy(_endpoint(one.address)))
+    served_before = one.requests
+    assert set(await _pods(gw, 20)) == {two.pod}
+    assert one.running
+    assert one.requests == served_before
 
 
 async def test_health_survives_a_reload_and_new_endpoints_are_probed_at_once(
+    backends: Backends,
     gateway: StartGateway,
 ) -> None:
-    async with Backends() as backends:
-        one = await backends.start("east", EAST)
-        two = await backends.start("east", EAST_2)
-        gw = await gateway(fleet_table([cluster("east", [one.address])]))
-        monitor = _monitor(gw)
-        one.fail_health()
-        await eventually(lambda: not monitor.healthy(_endpoint(one.address)))
-        gw.swap(fleet_table([cluster("east", [one.address, two.address])]))
-        await eventually(lambda: two.health_probes > 0)
-        state = monitor.state(_endpoint(one.address))
-        assert state is not None
-        assert not state.healthy  # kept across the reload
-        assert set(await _pods(gw, 10)) == {two.pod}
+    one = await backends.start("east", EAST)
+    two = await backends.start("east", EAST_2)
+    gw = await gateway(fleet_table([cluster("east", [one.address])]))
+    monitor = _monitor(gw)
+    one.fail_health()
+    await eventually(lambda: not monitor.healthy(_endpoint(one.address)))
+    gw.swap(fleet_table([cluster("east", [one.address, two.address])]))
+    await eventually(lambda: two.health_probes > 0)
+    state = monitor.state(_endpoint(one.address))
+    assert state is not None
+    assert not state.healthy  # kept across the reload
+    assert set(await _pods(gw, 10)) == {two.pod}
 
-        gw.swap(fleet_table([cluster("east", [two.address])]))
-        assert monitor.state(_endpoint(one.address)) is None  # gone with its endpoint
+    gw.swap(fleet_table([cluster("east", [two.address])]))
+    assert monitor.state(_endpoint(one.address)) is None  # gone with its endpoint
 
 
 async def test_probe_answers_and_failures(closed_port: int) -> None:
@@ -128,24 +156,24 @@ async def test_the_gateway_prefers_its_own_zone_and_spills_when_it_fails() -> No
 
 
 async def test_an_endpoint_that_is_out_is_probed_at_the_unhealthy_interval(
+    backends: Backends,
     gateway: StartGateway,
 ) -> None:
     # A minute between probes of healthy endpoints, 50 ms between probes of one that is out:
     # the recovery is seen within the test only through unhealthyInterval.
     check = dataclasses.replace(FAST_CHECK, interval_s=60.0, unhealthy_interval_s=0.05)
-    async with Backends() as backends:
-        one = await backends.start("east", EAST)
-        two = await backends.start("east", EAST_2)
-        one.fail_health()
-        gw = await gateway(fleet_table([cluster("east", [one.address, two.address], check=check)]))
-        monitor = _monitor(gw)
-        await eventually(lambda: monitor.state(_endpoint(one.address)) is not None)
-        assert not monitor.healthy(_endpoint(one.address))
-        probes_of_two = two.health_probes
-        one.fail_health(False)
-        await eventually(lambda: monitor.healthy(_endpoint(one.address)))
-        assert one.health_probes >= 3  # the rejected first probe, then two passes
-        assert two.health_probes == probes_of_two  # the healthy one waits its minute
+    one = await backends.start("east", EAST)
+    two = await backends.start("east", EAST_2)
+    one.fail_health()
+    gw = await gateway(fleet_table([cluster("east", [one.address, two.address], check=check)]))
+    monitor = _monitor(gw)
+    await eventually(lambda: monitor.state(_endpoint(one.address)) is not None)
+    assert not monitor.healthy(_endpoint(one.address))
+    probes_of_two = two.health_probes
+    one.fail_health(False)
+    await eventually(lambda: monitor.healthy(_endpoint(one.address)))
+    assert one.health_probes >= 3  # the rejected first probe, then two passes
+    assert two.health_probes == probes_of_two  # the healthy one waits its minute
 
 
 def _signalling_app(name: str) -> web.Application:
@@ -167,45 +195,39 @@ def _signalling_app(name: str) -> web.Application:
 
 
 async def test_a_live_answer_with_the_immediate_fail_header_takes_its_endpoint_out(
+    apps: Callable[[web.Application, str], Awaitable[str]],
     gateway: StartGateway,
 ) -> None:
     slow_check = dataclasses.replace(FAST_CHECK, interval_s=60.0)  # no probe brings it back
-    runners = []
-    try:
-        addresses = []
-        for name, host in (("one", EAST), ("two", EAST_2), ("unchecked", WEST)):
-            runner, port = await serve_app(_signalling_app(name), host)
-            runners.append(runner)
-            addresses.append(f"{host}:{port}")
-        one, two, unchecked = addresses
-        gw = await gateway(
-            fleet_table(
-                [
-                    cluster("east", [one, two], check=slow_check),
-                    cluster("west", [unchecked], priority=1, check=None),
-                ]
-            )
+    addresses = []
+    for name, host in (("one", EAST), ("two", EAST_2), ("unchecked", WEST)):
+        addresses.append(await apps(_signalling_app(name), host))
+    one, two, unchecked = addresses
+    gw = await gateway(
+        fleet_table(
+            [
+                cluster("east", [one, two], check=slow_check),
+                cluster("west", [unchecked], priority=1, check=None),
+            ]
         )
-        monitor = _monitor(gw)
-        await eventually(lambda: _passed(monitor, one) and _passed(monitor, two))
-        async with session() as client:
-            seen = set()
-            for _ in range(40):
-                status, headers = await fetch(client, gw.addresses[0], "/?out")
-                assert status == 200
-                assert "x-fleetgate-immediate-health-check-fail" not in headers
-                seen.add(headers["x-pod"])
-                if seen == {"one", "two"}:
-                    break
-            # Both east endpoints asked to leave: out at once, the tier spills to west.
-            assert not monitor.healthy(_endpoint(one))
-            assert not monitor.healthy(_endpoint(two))
+    )
+    monitor = _monitor(gw)
+    await eventually(lambda: _passed(monitor, one) and _passed(monitor, two))
+    async with session() as client:
+        seen = set()
+        for _ in range(40):
             status, headers = await fetch(client, gw.addresses[0], "/?out")
-            assert headers["x-pod"] == "unchecked"
-            # Not actively checked: the header is removed but changes nothing.
-            assert monitor.healthy(_endpoint(unchecked, "west"))
-            status, headers = await fetch(client, gw.addresses[0], "/")
-            assert headers["x-pod"] == "unchecked"
-    finally:
-        for runner in runners:
-            await runner.cleanup()
+            assert status == 200
+            assert "x-fleetgate-immediate-health-check-fail" not in headers
+            seen.add(headers["x-pod"])
+            if seen == {"one", "two"}:
+                break
+        # Both east endpoints asked to leave: out at once, the tier spills to west.
+        assert not monitor.healthy(_endpoint(one))
+        assert not monitor.healthy(_endpoint(two))
+        status, headers = await fetch(client, gw.addresses[0], "/?out")
+        assert headers["x-pod"] == "unchecked"
+        # Not actively checked: the header is removed but changes nothing.
+        assert monitor.healthy(_endpoint(unchecked, "west"))
+        status, headers = await fetch(client, gw.addresses[0], "/")
+        assert headers["x-pod"] == "unchecked"
