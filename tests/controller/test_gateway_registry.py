@@ -16,7 +16,7 @@ from controller.remote_gateways import RemoteGateway
 from gateway.subscriber import Subscriber, SubscriberSettings
 from policies.table import RoutingTable
 from tests.conftest import eventually
-from tests.controller.conftest import StartSimulator
+from tests.controller.conftest import Connect, StartSimulator
 from tests.controller.release_rig import canary_weight
 from tests.controller.test_kube_releases import (
     CONFIG_MAP_KIND,
@@ -125,6 +125,80 @@ def test_the_config_map_document_round_trips() -> None:
     )
     assert registry.config_map_name("Pod_7") == "fleetgate-gateways-pod-7"
     assert registry.config_map_name("controller-0") == "fleetgate-gateways-controller-0"
+
+
+async def test_rounds_write_when_changed_and_the_leader_reads_the_others(
+    start_simulator: StartSimulator, connect: Connect
+) -> None:
+    hub = await start_simulator("hub")
+    client = await connect(hub)
+    moments = [datetime.datetime(2026, 12, 3, 18, 0, tzinfo=datetime.UTC)]
+
+    def clock() -> datetime.datetime:
+        return moments[-1]
+
+    def later(seconds: float) -> None:
+        moments.append(moments[-1] + datetime.timedelta(seconds=seconds))
+
+    leading_publisher, standby_publisher = Publisher(), Publisher()
+    leading_publisher.publish(make_table(1))
+    standby_publisher.publish(make_table(5))  # the same content, by the standby's clock
+    standby_publisher.record("gw-s", "east", applied=5)  # a gateway that sends no checksum
+    one = registry.SharedRegistry(
+        client,
+        leading_publisher,
+        identity="one",
+        namespace=NAMESPACE,
+        leading=lambda: True,
+        clock=clock,
+    )
+    two = registry.SharedRegistry(
+        client,
+        standby_publisher,
+        identity="two",
+        namespace=NAMESPACE,
+        leading=lambda: False,
+        clock=clock,
+    )
+
+    await two.round()
+    await two.round()
+    assert two.writes == 1  # unchanged: not written again ...
+    later(registry.RegistrySettings().heartbeat_s)
+    await two.round()
+    assert two.writes == 2  # ... until the heartbeat is due
+    # A damaged registry of some other replica is skipped.
+    hub.store.upsert(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "fleetgate-gateways-x",
+                "namespace": NAMESPACE,
+                "labels": registry.LABELS,
+            },
+            "data": {registry.KEY: "{"},
+        }
+    )
+
+    await one.round()
+    assert one.reads == 1
+    assert leading_publisher.rollout(1).applied == ("gw-s",)
+
+    # A failed list keeps what was read: the gateway still counts (and still holds others back).
+    hub.fail_next(
+        500, match=lambda request: request.method == "GET" and "configmaps" in request.path
+    )
+    await one.round()
+    assert one.reads == 1
+    assert leading_publisher.rollout(1).applied == ("gw-s",)
+
+    # The standby went away: its entries age out.
+    later(PublishSettings().stale_after_s + 1.0)
+    await one.round()
+    assert one.reads == 2
+    assert leading_publisher.rollout(1).total == 0
+    assert standby_publisher.rollout(5).applied == ("gw-s",)  # a standby counts only its own
 
 
 async def test_a_step_waits_for_the_gateway_polling_only_the_standby(
