@@ -39,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import api, errors, inventory, kube, publishing, statusapi
+from controller import api, errors, inventory, kube, snapshot_api, statusapi
 from controller.dns import DnsEndpoints, DnsSettings
 from controller.gateway_registry import RegistrySettings, SharedRegistry
 from controller.hubsource import HubLoad, HubSettings, HubSource
@@ -198,7 +198,7 @@ class KubeController:
 
     def add_routes(self, app: web.Application) -> None:
         """The snapshot API and `/v1/status` on `app`."""
-        publishing.add_routes(app, self.publisher)
+        snapshot_api.add_routes(app, self.publisher)
         statusapi.add_routes(app, self.status_document)
 
     @property

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import publishing
+from controller import publishing, snapshot_api
 from controller.dns import DnsSettings
 from controller.errors import ControllerError
 from fleetgate import controller_kube, process, release_service, run
@@ -107,7 +107,7 @@ async def serve(
         return 1
     stop = asyncio.Event()
     handle_signals(stop, pipeline.source.request_reload)
-    app = publishing.build_app(pipeline.publisher)
+    app = snapshot_api.build_app(pipeline.publisher)
     app[PIPELINE] = pipeline
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)

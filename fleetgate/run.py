@@ -47,7 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import publishing, statusapi
+from controller import snapshot_api, statusapi
 from controller.dns import DnsEndpoints, DnsSettings
 from controller.errors import ControllerError
 from controller.filesource import FileSource, FileSourceSettings, FileSourceStatus
@@ -446,7 +446,7 @@ async def _serve_workers(
     settings: RunSettings, pipeline: PolicyPipeline, stop: asyncio.Event
 ) -> int:
     # The snapshot API the workers subscribe to: loopback only, a port of its own.
-    internal = web.AppRunner(publishing.build_app(pipeline.publisher), access_log=None)
+    internal = web.AppRunner(snapshot_api.build_app(pipeline.publisher), access_log=None)
     await internal.setup()
     try:
         site = web.TCPSite(internal, "127.0.0.1", 0)

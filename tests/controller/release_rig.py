@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from controller import publishing
+from controller import publishing, snapshot_api
 from controller.publishing import Publisher
 from controller.reconcile import Reconciler, ReconcileSettings
 from controller.releases import ReleaseRunner, ReleaseSettings, reconciler_hook
@@ -177,7 +177,7 @@ async def fleet(
     publisher = Publisher(publishing.PublishSettings(max_wait_s=1.0))
     reconciler = Reconciler(publisher, ReconcileSettings(debounce_s=0.01, max_delay_s=0.1))
     runner = ReleaseRunner(settings, publisher, reconciler_hook(reconciler), clock=clock)
-    app = publishing.build_app(publisher)
+    app = snapshot_api.build_app(publisher)
     if app_setup is not None:
         app_setup(app, runner)
     app_runner = web.AppRunner(app)

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller import publishing
+from controller import snapshot_api
 from controller.observations import ObservationSettings
 from controller.publishing import Publisher, PublishSettings
 from policies import snapshot as wire
@@ -63,7 +63,10 @@ async def test_a_reported_metrics_url_is_recorded_when_acceptable(
     token: str, metrics: str, recorded: bool
 ) -> None:
     publisher = Publisher(PublishSettings(token=token or None, max_wait_s=1.0))
-    async with served(publishing.build_app(publisher)) as base, aiohttp.ClientSession() as session:
+    async with (
+        served(snapshot_api.build_app(publisher)) as base,
+        aiohttp.ClientSession() as session,
+    ):
         await poll(session, base, metrics, token)
         assert publisher.metrics_urls() == ((metrics,) if recorded else ())
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -11,13 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.publishing import (
-    VERSION_HEADER,
-    Publisher,
-    PublishSettings,
-    Snapshot,
-    build_app,
-)
+from controller.publishing import Publisher, PublishSettings, Snapshot
+from controller.snapshot_api import VERSION_HEADER, build_app
 from policies import snapshot as wire
 from policies import table as tables
 from policies.model import (

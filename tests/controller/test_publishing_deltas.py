@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from controller.publishing import BASE_HEADER, VERSION_HEADER, Publisher, PublishSettings
+from controller.publishing import Publisher, PublishSettings
+from controller.snapshot_api import BASE_HEADER, VERSION_HEADER
 from policies import delta
 from policies import snapshot as wire
 from tests.controller.test_publishing import serving

@@ -16,8 +16,8 @@ import trustme
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller import publishing
 from controller.publishing import Publisher, PublishSettings
+from controller.snapshot_api import build_app
 from gateway import workers
 from policies.model import Route, RouteKind, ServiceRef
 from policies.table import RoutingTable
@@ -36,7 +36,7 @@ SNAPSHOT_TOKEN = "s3cret-snapshot-token"
 @pytest.fixture
 async def snapshot_api() -> AsyncIterator[tuple[Publisher, str]]:
     publisher = Publisher()
-    runner = web.AppRunner(publishing.build_app(publisher))
+    runner = web.AppRunner(build_app(publisher))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     host, port = runner.addresses[0][:2]
@@ -48,7 +48,7 @@ async def snapshot_api() -> AsyncIterator[tuple[Publisher, str]]:
 async def guarded_snapshot_api() -> AsyncIterator[tuple[Publisher, str]]:
     """A snapshot API that wants `SNAPSHOT_TOKEN`."""
     publisher = Publisher(PublishSettings(token=SNAPSHOT_TOKEN))
-    runner = web.AppRunner(publishing.build_app(publisher))
+    runner = web.AppRunner(build_app(publisher))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     host, port = runner.addresses[0][:2]
