@@ -494,7 +494,11 @@ class Pools:
         return sum(len(pool.idle) for pool in self._pools.values())
 
     def close(self) -> None:
+        """Close every idle connection, and retire the pools so that a connection released later
+        (a request or health check still finishing while the gateway closes) is closed, not kept
+        idle in a pool nobody will sweep again."""
         for pool in self._pools.values():
+            pool.retired = True
             for conn in pool.idle:
                 conn.transport.close()
             pool.idle.clear()

@@ -262,3 +262,22 @@ async def test_local_reply_to_expect_continue_closes_the_connection(
     assert response.status == 404
     assert response.header("connection") == b"close"
     assert closed
+
+
+async def test_a_connection_released_after_the_pools_closed_is_closed_not_kept(
+    raw_upstream: StartRaw, gateway: StartGateway
+) -> None:
+    # A request still in flight while the gateway closes its pools (Gateway.close) finishes, and
+    # its upstream connection is closed then: nobody would sweep an idle one any more.
+    held: list[SeenRequest] = []
+    upstream = await raw_upstream(held.append)
+    gw = await gateway(tables.single(upstream.address))
+    conn = await wire.Conn.open(gw.addresses[0])
+    conn.send(wire.get("/slow"))
+    await eventually(lambda: len(held) == 1)
+    gw.pools.close()
+    held[0].answer(OK)
+    assert (await conn.response()).status == 200
+    await conn.close()
+    assert gw.pools.idle_count() == 0
+    await eventually(lambda: not upstream.open)
