@@ -18,7 +18,11 @@ The document (JSON, every section always present):
 `/status` shows it under `dns.names`.
 
 Each composition (Kubernetes mode, file mode) supplies the document through a `StatusSource`;
-this module only serves it and builds the parts they share.
+this module only serves it and builds the parts they share. File mode's document
+(`file_document`) has the same sections: the controller is its own leader, every cluster is
+"static" (its endpoints are written in the files, or come from DNS), `policies` lists the routes
+served, preceded by the policy directory itself when its last load was refused (the last good
+set keeps being served, as a held generation is in Kubernetes mode).
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from typing import Any
 from aiohttp import web
 
 from controller.dns import DnsNameStatus
+from controller.filesource import FileSourceStatus
 from controller.publishing import Publisher
-from policies.model import ServiceRef
-from policies.table import Endpoint
+from controller.reconcile import ReconcileStatus
+from policies.model import PolicySet, ServiceRef
+from policies.table import Endpoint, Inventory
 
 StatusSource = Callable[[], Mapping[str, Any]]
 
@@ -96,3 +102,58 @@ def gateways_section(publisher: Publisher) -> list[dict[str, Any]]:
 def dns_section(names: Iterable[DnsNameStatus]) -> list[dict[str, Any]]:
     """One entry per followed DNS name (controller.dns): condition, addresses, error, times."""
     return [{**dataclasses.asdict(name), "condition": name.condition.value} for name in names]
+
+
+def file_document(
+    policies: PolicySet | None,
+    source: FileSourceStatus,
+    publisher: Publisher,
+    inventory: Inventory,
+    dns: Iterable[DnsNameStatus],
+    reconcile: ReconcileStatus,
+) -> dict[str, Any]:
+    """The `/v1/status` document of a file-mode controller (`fleetgate controller -c DIR`)."""
+    counts = by_cluster(inventory.endpoints.items())
+    clusters = [
+        {
+            "name": cluster.name,
+            "state": "static",
+            "reachable": None,
+            "detail": "endpoints from the policy files",
+            "priority": cluster.priority,
+            "services": service_counts(counts.get(cluster.name, {})),
+        }
+        for cluster in (policies.clusters if policies else ())
+    ]
+    refused: list[dict[str, Any]] = [] if source.ok else [_directory_entry(source)]
+    routes: list[dict[str, Any]] = [
+        {
+            "kind": route.kind.value,
+            "namespace": route.namespace,
+            "name": route.name,
+            "accepted": True,
+            "held_generation": None,
+            "problems": [],
+        }
+        for route in (policies.routes if policies else ())
+    ]
+    return {
+        "controller": {"id": source.directory, "mode": "file", "leader": True, "holder": None},
+        "snapshot": snapshot_section(publisher),
+        "clusters": clusters,
+        "dns": {"names": dns_section(dns)},
+        "gateways": gateways_section(publisher),
+        "policies": refused + routes,
+        "reconcile": dataclasses.asdict(reconcile),
+    }
+
+
+def _directory_entry(source: FileSourceStatus) -> dict[str, Any]:
+    return {
+        "kind": "PolicyDirectory",
+        "namespace": None,
+        "name": source.directory,
+        "accepted": False,
+        "held_generation": None,
+        "problems": [str(problem) for problem in source.problems],
+    }

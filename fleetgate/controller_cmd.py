@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import publishing, snapshot_api
+from controller import publishing, snapshot_api, statusapi
 from controller.dns import DnsSettings
 from controller.errors import ControllerError
 from fleetgate import controller_kube, process, release_service, run
@@ -111,6 +111,7 @@ async def serve(
     app[PIPELINE] = pipeline
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/status", _status)
+    statusapi.add_routes(app, pipeline.status_document)  # /v1/status: `fleetgate status`
     try:
         async with process.serve_app(app, host, port) as (bound_host, bound_port):
             print(

@@ -53,7 +53,7 @@ from controller.errors import ControllerError
 from controller.filesource import FileSource, FileSourceSettings, FileSourceStatus
 from controller.observations import Observations
 from controller.publishing import Publisher, PublishSettings
-from controller.reconcile import Reconciler, ReconcileSettings
+from controller.reconcile import Reconciler, ReconcileSettings, merge_inventory
 from controller.releases import ReleaseRunner, ReleaseSettings
 from fleetgate import process, release_service
 from fleetgate.release_service import ReleaseOptions
@@ -64,7 +64,7 @@ from gateway.replica import Feeder, GatewayProcess, ProcessSettings, handle_sign
 from gateway.settings import GatewaySettings, Listener
 from policies.gatewayconfig import GatewayConfig
 from policies.model import Origin, PolicySet, Problem, Severity
-from policies.table import RoutingTable
+from policies.table import Inventory, RoutingTable
 from policies.validation import Refused
 
 log = logging.getLogger(__name__)
@@ -259,6 +259,7 @@ class PolicyPipeline:
             releases.observations.metrics_urls or self.publisher.metrics_urls()
         )
         self._refused: Refused = frozenset()  # the source's refused references, passed on
+        self._policies: PolicySet | None = None  # the last accepted load, for `/v1/status`
         # Names in the files are followed from the first load on; answers replace the port's
         # static entry in reconcile's inventory (docs/controller.md, "DNS endpoints").
         self.names = DnsEndpoints(dns or DnsSettings(), on_change=self.reconciler.update_inventory)
@@ -276,7 +277,7 @@ class PolicyPipeline:
         )
 
     def _deliver(self, policies: PolicySet, refused: Refused) -> None:
-        self._refused = refused
+        self._refused, self._policies = refused, policies
         self.names.update_policies(policies)  # first: a name that left takes its entries along
         self.runner.update_policies(policies)
 
@@ -314,6 +315,19 @@ class PolicyPipeline:
     def dns_status(self) -> dict[str, Any]:
         """The `dns` section of `/status`: one entry per followed name."""
         return {"names": statusapi.dns_section(self.names.status())}
+
+    def status_document(self) -> dict[str, Any]:
+        """`GET /v1/status` (what `fleetgate status` reads), as in Kubernetes mode."""
+        policies = self._policies
+        found = merge_inventory(policies, self.names.inventory) if policies else Inventory({})
+        return statusapi.file_document(
+            policies,
+            self.source.status,
+            self.publisher,
+            found,
+            self.names.status(),
+            self.reconciler.status,
+        )
 
     def status(self) -> dict[str, Any]:
         """The `policy` section of `/status`."""

@@ -217,6 +217,18 @@ async def test_controller_and_gateway_processes_with_static_stability(
         first = await gateway("gw-1").start()
         async with aiohttp.ClientSession() as client:
             assert await get(client, f"http://{first.listen}/") == (200, "east", "7")
+            # `fleetgate status` reads the file-mode controller as it reads Kubernetes mode.
+            status = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "fleetgate", "status", "--controller", url,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            async with asyncio.timeout(30):
+                out, err = await status.communicate()
+            shown = out.decode()
+            assert status.returncode == 0, shown + err.decode()
+            assert re.search(r"^east\s+static\s+0\s+shop/web:80 1/1", shown, re.M), shown
+            assert re.search(r"^gw-1\s+-\s+\d+\s+0\s", shown, re.M), shown
+            assert re.search(r"^TrafficPolicy shop/\S+\s+yes", shown, re.M), shown
             await first.close()
             await controller.close()
             second = await gateway("gw-2").start()  # the controller is down now

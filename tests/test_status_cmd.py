@@ -16,7 +16,12 @@ from aiohttp import web
 
 from controller import statusapi
 from controller.dns import DnsNameStatus, NameCondition
+from controller.filesource import FileSourceStatus
+from controller.publishing import Publisher
+from controller.reconcile import ReconcileStatus
 from fleetgate import status_cmd
+from policies.model import MemberCluster, Origin, PolicySet, Problem, Route, RouteKind
+from policies.table import Inventory
 
 FRESH = DnsNameStatus(
     name="web.east.internal:8080",
@@ -146,3 +151,24 @@ async def test_fleetgate_status_shows_the_served_names_and_exits_1_for_a_stale_o
         assert STALE.name not in capsys.readouterr().out
     finally:
         await runner.cleanup()
+
+
+def test_a_refused_policy_directory_is_shown_above_the_routes_still_served() -> None:
+    # File mode (`fleetgate controller -c DIR`): the last load was refused, the last good set
+    # (one route) keeps being served, as a held generation is in Kubernetes mode.
+    problem = Problem(Origin("policies/shop.yaml", 14, 9), "spec.rules[1].backendRefs[0].weight",
+                      'must be an integer 0..1000000, got "ten"')  # fmt: skip
+    source = FileSourceStatus("policies", False, 1, 2, 1, 1, 1, (problem,), None)
+    route = Route(RouteKind.TRAFFIC_POLICY, "shop", "storefront", ("shop.test",), ())
+    east = MemberCluster("east", {}, priority=1)
+    reconcile = ReconcileStatus(None, None, 0, 0, 0, 0, 0, None, False)
+    doc = statusapi.file_document(
+        PolicySet(routes=(route,), clusters=(east,)), source, Publisher(), Inventory({}), (),
+        reconcile,
+    )  # fmt: skip
+    lines = rendered(doc)
+    assert row(lines, "PolicyDirectory")[:3] == ["PolicyDirectory", "policies", "no"]
+    assert any('got "ten"' in line for line in lines)
+    assert row(lines, "TrafficPolicy")[:3] == ["TrafficPolicy", "shop/storefront", "yes"]
+    assert row(lines, "east")[:3] == ["east", "static", "1"]
+    assert not status_cmd.healthy(doc)
