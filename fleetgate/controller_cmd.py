@@ -23,8 +23,8 @@ from controller import publishing, snapshot_api, statusapi
 from controller.dns import DnsSettings
 from controller.errors import ControllerError
 from fleetgate import controller_kube, process, release_service, run
+from fleetgate.pipeline import PolicyPipeline
 from fleetgate.release_service import ReleaseOptions
-from fleetgate.run import PolicyPipeline
 from gateway.admin import split_address
 from gateway.replica import handle_signals
 

@@ -32,7 +32,8 @@ from controller import sources
 from controller.errors import ControllerError
 from fleetgate import process, release_service
 from fleetgate.demo_backend import BackendSpec, DemoBackend
-from fleetgate.run import Embedded, PolicyPipeline, RunSettings, add_serving_arguments
+from fleetgate.pipeline import PolicyPipeline
+from fleetgate.run import Embedded, RunSettings, add_serving_arguments
 from gateway.replica import handle_signals
 from policies import loading
 

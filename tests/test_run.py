@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleetgate.run import Embedded, PolicyPipeline, RunSettings
+from fleetgate.pipeline import PolicyPipeline
+from fleetgate.run import Embedded, RunSettings
 from tests.conftest import eventually
 from tests.fakes.upstream import RawUpstream, Respond, SeenRequest
 from tests.running import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from fleetgate.run import PolicyPipeline
+from fleetgate.pipeline import PolicyPipeline
 from tests.conftest import eventually
 from tests.running import policy_text, write_atomically
 
