@@ -6,7 +6,7 @@ newer one, and the registry of gateways that poll — id, zone, the version and 
 they apply, their metrics URL — from which `rollout` says whether every live gateway applies a
 version (what a release step waits for). In Kubernetes mode replicas share their gateways by
 checksum (`shared_entries`, `controller.gateway_registry`) and the leader counts the others' in
-its rollouts (`feed_remote`).
+its rollouts and lists them with its own (`feed_remote`).
 
 In embedded mode (`fleetgate run`) the gateway is in the same process: `Publisher.attach` hands
 each new table to its sink directly and records the applied version like any other gateway.
@@ -97,6 +97,10 @@ class GatewayView:
     live: bool  # polling, or seen within `stale_after_s`
     local: bool  # in-process (embedded) gateway
     metrics_url: str | None = None  # its admin /metrics, as it reported it
+    # The content it serves, as it reported it (None: not sent, or nothing yet). For another
+    # replica's gateway `applied` is our newest version with this content, 0 when we have none.
+    checksum: str | None = None
+    replica: str | None = None  # the other controller replica it polls (leader only)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -282,25 +286,55 @@ class Publisher:
         )
 
     def gateways(self) -> tuple[GatewayView, ...]:
-        """Every gateway in the registry, sorted by id."""
+        """Every gateway in the registry and, on the leader, every other replica's gateway its
+        rollouts count (`feed_remote`), sorted by id. A gateway known both here and there is
+        listed once, where it was seen last (as `rollout` counts it)."""
         now = self._clock()
         self._forget_stale(now)
-        return tuple(self._view(g, now) for g in sorted(self._gateways.values(), key=_by_id))
+        remote = self._remote.sightings(now, self.settings.stale_after_s, self._seen_here)
+        views = [self._view(g, now) for g in self._gateways.values() if g.id not in remote]
+        views += [self._remote_view(entry, seen, now) for entry, seen in remote.values()]
+        return tuple(sorted(views, key=lambda view: view.id))
 
     def _view(self, gateway: _Gateway, now: float) -> GatewayView:
-        missing = [at for version, at in self._published_at if version > gateway.applied]
+        behind, lag_s = self._lag(gateway.applied, now)
         return GatewayView(
             id=gateway.id,
             zone=gateway.zone,
             applied=gateway.applied,
-            behind=len(missing),
-            lag_s=round(now - missing[0], 3) if missing else 0.0,
+            behind=behind,
+            lag_s=lag_s,
             last_seen_s=round(now - gateway.last_seen, 3),
             polling=gateway.polls > 0,
             live=self._is_live(gateway, now),
             local=gateway.local,
             metrics_url=gateway.metrics_url,
+            checksum=gateway.checksum,
         )
+
+    def _remote_view(self, entry: RemoteGateway, seen: float, now: float) -> GatewayView:
+        """Another replica's gateway, by the version `rollout` counts it at; `polling` as of
+        that replica's last write, and live because it is listed only while it counts."""
+        applied = self._version_of(entry.checksum)
+        behind, lag_s = self._lag(applied, now)
+        return GatewayView(
+            id=entry.id,
+            zone=entry.zone,
+            applied=applied,
+            behind=behind,
+            lag_s=lag_s,
+            last_seen_s=round(now - seen, 3),
+            polling=entry.seen_ago_s == 0.0,
+            live=True,
+            local=False,
+            checksum=entry.checksum,
+            replica=entry.replica,
+        )
+
+    def _lag(self, applied: int, now: float) -> tuple[int, float]:
+        """(published versions newer than `applied`, seconds since the first was published)."""
+        missing = [at for version, at in self._published_at if version > applied]
+        return len(missing), round(now - missing[0], 3) if missing else 0.0
 
     def metrics_urls(self) -> tuple[str, ...]:
         """The metrics URLs live gateways reported, sorted (built-in analysis scrapes these)."""

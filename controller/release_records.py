@@ -145,7 +145,14 @@ def view(spec: Release, active: Active | None, publisher: Publisher) -> dict[str
         snapshot_version=carried,
         rollout=_rollout(rollout),
         gateways=[
-            {"id": g.id, "zone": g.zone, "applied": g.applied, "live": g.live}
+            {
+                "id": g.id,
+                "zone": g.zone,
+                "applied": g.applied,
+                "live": g.live,
+                "checksum": g.checksum,
+                "replica": g.replica,
+            }
             for g in publisher.gateways()
         ],
         analysis={

@@ -52,13 +52,19 @@ class RemoteGateways:
     ) -> dict[str, RemoteGateway]:
         """Entries seen within `stale_after_s`, except those `seen_here` (the moment this
         replica last saw the gateway, None if never) saw at the same time or later."""
-        out: dict[str, RemoteGateway] = {}
+        return {k: e for k, (e, _) in self.sightings(now, stale_after_s, seen_here).items()}
+
+    def sightings(
+        self, now: float, stale_after_s: float, seen_here: Callable[[str], float | None]
+    ) -> dict[str, tuple[RemoteGateway, float]]:
+        """`live`'s entries with the moment each was last seen (the gateway list shows it)."""
+        out: dict[str, tuple[RemoteGateway, float]] = {}
         for gateway_id, (entry, seen) in self._entries.items():
             if now - seen > stale_after_s:
                 continue
             here = seen_here(gateway_id)
             if here is None or here < seen:
-                out[gateway_id] = entry
+                out[gateway_id] = (entry, seen)
         return out
 
 

@@ -32,9 +32,13 @@ Protocol (DESIGN.md §1), served under `/v1`; the state behind it is `controller
 * The registry also keeps the `checksum` each gateway sent (the content it serves): in Kubernetes
   mode replicas share their gateways by checksum (`shared_entries`, `controller.gateway_registry`)
   and the leader counts the others' in its rollouts (`feed_remote`).
-* `GET /v1/gateways` lists every gateway seen: id, zone, applied version, how far behind it is
-  (`behind` versions, `lag_s` seconds since the first version it lacks was published), when it
-  was last seen, and whether it counts as live.
+* `GET /v1/gateways` lists every gateway seen: id, zone, applied version and `checksum`, how
+  far behind it is (`behind` versions, `lag_s` seconds since the first version it lacks was
+  published), when it was last seen, and whether it counts as live. On the leader it also lists
+  the other replicas' gateways its rollouts count, with the `replica` they poll (null for its
+  own): `applied` is the leader's newest version with the content they serve (0 when it has none
+  and `checksum` alone names it), `behind` and `lag_s` are counted from that. A standby lists
+  only its own.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ The document (JSON, every section always present):
                 state: "up" | "down" (unreachable, endpoints still published for the grace)
                        | "withdrawn" (its endpoints left the table) | "connecting"
                        | "kubeconfig-invalid" | "static" (endpoints written in the policy)
-    gateways:   [{id, zone, applied, behind, lag_s, last_seen_s, live, ...}]
+    gateways:   [{id, zone, applied, behind, lag_s, last_seen_s, live, checksum, replica, ...}]
+                the leader's include the other replicas' (`replica`: the one each polls)
     policies:   [{kind, namespace, name, accepted, held_generation, problems: [text]}]
     reconcile:  the rebuild loop's counters and last error
 

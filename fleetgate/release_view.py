@@ -113,7 +113,12 @@ def _fleet(view: Mapping[str, Any]) -> list[str]:
         done = version is not None and gateway["applied"] >= version
         state = "serves this step" if done else "behind"
         live = "" if gateway.get("live", True) else " (not live)"
-        out.append(f"  {gateway['id']:<24} v{gateway['applied']:<16} {state}{live}")
+        applied = f"v{gateway['applied']}"
+        if not gateway["applied"] and gateway.get("checksum"):
+            # another replica's gateway, on content the leader never published (or forgot)
+            applied = f"sha:{gateway['checksum'][:12]}"
+        where = f" (via {gateway['replica']})" if gateway.get("replica") else ""
+        out.append(f"  {gateway['id']:<24} {applied:<17} {state}{live}{where}")
     return out
 
 

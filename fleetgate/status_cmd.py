@@ -5,13 +5,18 @@ sees them (`GET /v1/status`, controller.statusapi). Output formatting only; I/O:
     CLUSTER  STATE  PRIO  SERVICES (ready/total)
     east     up     0     shop/web:80 2/2
     west     down   0     shop/web:80 1/1   unreachable: ...
-    GATEWAY  ZONE   APPLIED         BEHIND  LAG
-    gw-1     a      1718000000123   0       0.0s
+    GATEWAY  ZONE   REPLICA     APPLIED            BEHIND  LAG
+    gw-1     a      (this one)  1718000000123      0       0.0s
+    gw-2     b      ctl-1       sha:9f2c61d0a4be   3       12.4s
     POLICY                         ACCEPTED  PROBLEMS
     TrafficPolicy shop/storefront  yes
     HTTPRoute other/grab           no        spec.hostnames[0]: hostname "shop.example.com" ...
     DNS NAME                CONDITION  ADDRESSES       ERROR
     web.east.internal:8080  stale      10.0.0.7:8080   SERVFAIL from 10.0.0.2:53 (3 in a row)
+
+The REPLICA column appears when an entry has one: a leader lists the gateways polling the other
+controller replicas too (its own show "(this one)"); APPLIED is then the leader's version with
+the content they serve, or the start of its checksum when the leader has no such version.
 
 The DNS table appears when the document has a `dns` section (statusapi.dns_section: a list, or
 `{"names": [...]}` as file mode's `/status` has it); without one nothing is said about DNS, since
@@ -116,18 +121,22 @@ def render(document: Mapping[str, Any], out: TextIO) -> None:
         )
     _table(out, ["CLUSTER", "STATE", "PRIO", "SERVICES (ready/total)", ""], rows)
 
+    gateways = document.get("gateways") or []
+    replicas = any(g.get("replica") for g in gateways)
     rows = [
         [
             g.get("id", ""),
             g.get("zone") or "-",
-            str(g.get("applied", 0)),
+            *([g.get("replica") or "(this one)"] if replicas else []),
+            applied_text(g),
             str(g.get("behind", 0)),
             f"{g.get('lag_s', 0.0):.1f}s",
             "" if g.get("live") else "not seen lately",
         ]
-        for g in document.get("gateways") or []
+        for g in gateways
     ]
-    _table(out, ["GATEWAY", "ZONE", "APPLIED", "BEHIND", "LAG", ""], rows)
+    header = ["GATEWAY", "ZONE", *(["REPLICA"] if replicas else []), "APPLIED", "BEHIND", "LAG", ""]
+    _table(out, header, rows)
 
     rows = []
     for policy in document.get("policies") or []:
@@ -153,6 +162,16 @@ def render(document: Mapping[str, Any], out: TextIO) -> None:
             for name in _dns_names(document)
         ]
         _table(out, ["DNS NAME", "CONDITION", "ADDRESSES", "ERROR"], rows)
+
+
+def applied_text(gateway: Mapping[str, Any]) -> str:
+    """The version a gateway serves; for another replica's gateway serving content this
+    controller never published (or no longer remembers), the start of its checksum instead."""
+    applied = gateway.get("applied") or 0
+    checksum = gateway.get("checksum")
+    if not applied and checksum:
+        return f"sha:{checksum[:12]}"
+    return str(applied)
 
 
 def _dns_error(name: Mapping[str, Any]) -> str:
