@@ -80,13 +80,7 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, listen: str) -> No
     parser.add_argument(
         "--admin", default="127.0.0.1:9901", metavar="HOST:PORT", help='admin port, or "none"'
     )
-    parser.add_argument(
-        "--admin-token",
-        default=os.environ.get("FLEETGATE_ADMIN_TOKEN"),
-        metavar="TOKEN",
-        help="bearer token for the admin port's /status and /metrics "
-        "(default: $FLEETGATE_ADMIN_TOKEN; /healthz and /readyz stay open)",
-    )
+    replica.add_admin_token_argument(parser)
     parser.add_argument("--workers", type=int, default=1, help="gateway processes (SO_REUSEPORT)")
     parser.add_argument("--access-log", action="store_true", help="JSON access lines to stdout")
     parser.add_argument(

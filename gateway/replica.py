@@ -238,6 +238,17 @@ class ReplicaSettings:
     parent_pid: int | None = None  # a worker: exit when this process is gone
 
 
+def add_admin_token_argument(parser: argparse.ArgumentParser) -> None:
+    """`--admin-token`, the same on `fleetgate gateway`, `run` and `demo`."""
+    parser.add_argument(
+        "--admin-token",
+        default=os.environ.get("FLEETGATE_ADMIN_TOKEN"),
+        metavar="TOKEN",
+        help="bearer token for the admin port's /status and /metrics "
+        "(default: $FLEETGATE_ADMIN_TOKEN; /healthz and /readyz stay open)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of one replica process (shared by `python -m gateway`, `fleetgate gateway`)."""
     parser.add_argument(
@@ -270,13 +281,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bearer token for the snapshot API (default: $FLEETGATE_SNAPSHOT_TOKEN)",
     )
     parser.add_argument("--access-log", action="store_true", help="JSON access lines to stdout")
-    parser.add_argument(
-        "--admin-token",
-        default=os.environ.get("FLEETGATE_ADMIN_TOKEN"),
-        metavar="TOKEN",
-        help="bearer token for the admin port's /status and /metrics "
-        "(default: $FLEETGATE_ADMIN_TOKEN; /healthz and /readyz stay open)",
-    )
+    add_admin_token_argument(parser)
     parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument(
         "--drain-delay",
