@@ -97,10 +97,10 @@ class GatewayView:
     live: bool  # polling, or seen within `stale_after_s`
     local: bool  # in-process (embedded) gateway
     metrics_url: str | None = None  # its admin /metrics, as it reported it
-    # The content it serves, as it reported it (None: not sent, or nothing yet). For another
-    # replica's gateway `applied` is our newest version with this content, 0 when we have none.
-    checksum: str | None = None
-    replica: str | None = None  # the other controller replica it polls (leader only)
+    checksum: str | None = None  # of what it serves, as reported (None: not sent, or nothing)
+    # The other replica it polls (leader only). `applied` is then our newest version with its
+    # content, 0 when we have none.
+    replica: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -387,7 +387,7 @@ class Publisher:
                 replica=replica,
                 seen_ago_s=0.0 if g.polls > 0 else round(now - g.last_seen, 3),
             )
-            for g in sorted(self._gateways.values(), key=_by_id)
+            for g in sorted(self._gateways.values(), key=lambda g: g.id)
             if self._is_live(g, now)
         )
 
@@ -499,7 +499,3 @@ class Publisher:
         if gateway is not None:
             gateway.polls = max(0, gateway.polls - 1)
             gateway.last_seen = self._clock()
-
-
-def _by_id(gateway: _Gateway) -> str:
-    return gateway.id
