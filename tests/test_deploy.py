@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from controller import api
 from fleetgate import cli, crds
 from policies import schema
 from policies.gatewayconfig import load_gateway_config
@@ -105,3 +106,28 @@ def test_the_gateways_read_the_mounted_gateway_config() -> None:
     [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     config_map = docs[f"ConfigMap/{volume['configMap']['name']}"]
     assert str(path.relative_to(mount["mountPath"])) in config_map["data"]
+
+
+def test_the_controllers_serve_the_operator_api_with_the_mounted_tokens(
+    tmp_path: pathlib.Path,
+) -> None:
+    docs = {
+        f"{d['kind']}/{d['metadata']['name']}": d
+        for name in ("deployment.yaml", "api-tokens.yaml")
+        for d in _documents(DEPLOY / "controller" / name)
+    }
+    pod = docs["Deployment/fleetgate-controller"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = cli.build_parser().parse_args(container["args"])
+    assert args.command == "controller"
+    assert args.api.endswith(":8081")
+    assert {"name": "api", "containerPort": 8081} in container["ports"]
+    path = pathlib.PurePosixPath(str(args.tokens))
+    [mount] = [m for m in container["volumeMounts"] if path.is_relative_to(m["mountPath"])]
+    assert "subPath" not in mount
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    secret = docs[f"Secret/{volume['secret']['secretName']}"]
+    text = secret["stringData"][str(path.relative_to(mount["mountPath"]))]
+    (tmp_path / "tokens.yaml").write_text(text)
+    tokens = api.Tokens.from_file(tmp_path / "tokens.yaml")  # the example loads as the API reads it
+    assert tokens.authenticate("replace-me") is None  # locked until an operator adds a token
