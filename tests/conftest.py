@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import uvloop
@@ -37,10 +37,34 @@ async def eventually(
         await asyncio.sleep(interval_s)
 
 
+RefusingPort = Callable[[str], int]
+
+
 @pytest.fixture
-def closed_port() -> int:
-    """A loopback port that refuses connections (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def refusing_port() -> Iterator[RefusingPort]:
+    """Ports that refuse connections until the test ends, on the loopback address asked for.
+
+    Each is bound and never listens: a connection gets a reset (ECONNREFUSED), and as long as it
+    stays bound no other socket is given it — a port bound and released at once could be handed
+    to another test's upstream (pytest-xdist runs two at a time) before this test dials it.
+    """
+    held: list[socket.socket] = []
+
+    def make(host: str) -> int:
+        sock = socket.socket()
+        held.append(sock)
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
-    return port
+        return port
+
+    try:
+        yield make
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@pytest.fixture
+def closed_port(refusing_port: RefusingPort) -> int:
+    """A port on 127.0.0.1 that refuses connections for the whole test (see `refusing_port`)."""
+    return refusing_port("127.0.0.1")

@@ -22,6 +22,7 @@ from gateway.metrics import Recorder, Snapshot
 from gateway.server import Gateway
 from policies.model import ClusterWeight
 from policies.table import RoutingTable
+from tests.conftest import RefusingPort
 from tests.gateway.conftest import EAST, TEST_SETTINGS, WEST, StartApp
 from tests.gateway.tables import member, ref, rule, service, single, table
 
@@ -67,12 +68,12 @@ def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 
 
 async def test_recorder_counts_by_rule_cluster_backend_and_failure(
-    observed: list[Gateway], app_upstream: StartApp, closed_port: int
+    observed: list[Gateway], app_upstream: StartApp, refusing_port: RefusingPort
 ) -> None:
     east = await app_upstream("east", EAST)
     clusters = [
         member("east", {service(): [east]}),
-        member("west", {service(): [f"{WEST}:{closed_port}"]}),
+        member("west", {service(): [f"{WEST}:{refusing_port(WEST)}"]}),
     ]
     # One gateway per cluster, so each request's cluster is known in advance.
     live = table(clusters, [rule(ref(clusters=[ClusterWeight("east")]))])

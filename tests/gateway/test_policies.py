@@ -24,7 +24,7 @@ from policies.model import (
     URLRewrite,
 )
 from policies.table import Endpoint, RoutingTable
-from tests.conftest import eventually
+from tests.conftest import RefusingPort, eventually
 from tests.fakes.upstream import SeenRequest, ok
 from tests.gateway import tables, wire
 from tests.gateway.conftest import EAST, MIRROR, TEST_SETTINGS, WEST, StartGateway, StartRaw
@@ -203,10 +203,10 @@ async def test_mirror_receives_copies_within_the_body_cap(
 
 
 async def test_dead_mirror_does_not_affect_the_real_request(
-    raw_upstream: StartRaw, gateway: StartGateway, closed_port: int
+    raw_upstream: StartRaw, gateway: StartGateway, refusing_port: RefusingPort
 ) -> None:
     main = await raw_upstream(ok(b"main"), host=EAST)
-    gw = await gateway(_mirror_table(main.address, f"{MIRROR}:{closed_port}"))
+    gw = await gateway(_mirror_table(main.address, f"{MIRROR}:{refusing_port(MIRROR)}"))
     bodies = await _bodies(gw.addresses[0], [wire.get(f"/{i}") for i in range(20)], conns=2)
     assert bodies == [b"main"] * 20
     await eventually(lambda: gw.counters.mirror_failed == 20)
