@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserInvalidURLError, parse_url
 
-from gateway import affinity, retrying
+from gateway import affinity, retrying, upstreams
 from gateway import headers as h
 from gateway.errors import REASONS, UpstreamConnectError
 from gateway.routing import HeaderView
@@ -513,21 +513,19 @@ class Exchange:
         """The client connection is gone: release the upstream side, never reuse it."""
         self.finished = True
         self.mirror_targets = None
-        up = self.up
-        if up is not None:
-            self.up = None
-            up.detach()
+        self.let_go()
         self._settle()
 
     def abort_client(self) -> None:
         """Response bytes already went out: closing the client connection is all that is left."""
-        up = self.up
-        if up is not None:
-            self.up = None
-            up.detach()
+        self.let_go()
         self.finished = True
         self._settle()
         self.down.close()
+
+    def let_go(self) -> None:
+        """Give up the upstream side mid-exchange (`upstreams.let_go`); retries then pick anew."""
+        upstreams.let_go(self)
 
     def _settle(self) -> None:
         pool = self.pool

@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
+from gateway import upstreams
 from gateway.context import ProxyContext
 from gateway.errors import UpstreamConnectError
 from gateway.exchange import BODY_NONE, Exchange
@@ -102,14 +103,7 @@ class MirrorCopy:
         if self.finished:
             return
         self.finished = True
-        up = self.up
-        if up is not None:
-            self.up = None
-            up.detach()
-        pool = self.pool
-        if pool is not None:
-            self.pool = None
-            pool.active -= 1
+        upstreams.let_go(self)
         self.mirrors.ended(self, failed=failed)
 
 

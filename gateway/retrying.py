@@ -168,14 +168,7 @@ def failed(
     endpoint = ctx.router.repick(fwd.backend, fwd.settings, ex.tried)
     if endpoint is None:
         return False
-    up = ex.up
-    if up is not None:
-        ex.up = None
-        up.detach()
-    pool = ex.pool
-    if pool is not None:
-        ex.pool = None
-        pool.active -= 1
+    ex.let_go()
     if ex.tries == 1:
         ctx.budget.active_retries += 1
     ex.tries += 1

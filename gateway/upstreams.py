@@ -58,6 +58,7 @@ class Requester(Protocol):
     finished: bool
     deadline: float
     pool: EndpointPool | None
+    up: UpstreamConnection | None
 
     def bind(self, conn: UpstreamConnection, *, reused: bool) -> None: ...
     def connect_failed(self, error: UpstreamConnectError) -> None: ...
@@ -68,6 +69,20 @@ class Requester(Protocol):
     def upgraded(self) -> None: ...
     def upstream_paused(self) -> None: ...
     def upstream_resumed(self) -> None: ...
+
+
+def let_go(req: Requester) -> None:
+    """`req` gives up its upstream mid-exchange (a client gone, a retry, a mirror ended): the
+    connection it holds is detached, never reused, and the in-flight slot `Pools.send` counted
+    for least-request balancing is returned."""
+    up = req.up
+    if up is not None:
+        req.up = None
+        up.detach()
+    pool = req.pool
+    if pool is not None:
+        req.pool = None
+        pool.active -= 1
 
 
 class UpstreamConnection(asyncio.Protocol):
