@@ -21,7 +21,6 @@ from aiohttp import web
 
 from controller import publishing, snapshot_api, statusapi
 from controller.dns import DnsSettings
-from controller.errors import ControllerError
 from fleetgate import controller_kube, process, release_service, run
 from fleetgate.pipeline import PolicyPipeline
 from fleetgate.release_service import ReleaseOptions
@@ -95,15 +94,7 @@ async def serve(
         releases=releases.settings,
         dns=dns,
     )
-    try:
-        problems = await pipeline.load_first()
-    except ControllerError as exc:  # a damaged release state file
-        print(f"fleetgate controller: {exc}", file=sys.stderr)
-        return 1
-    if problems:
-        print(f"fleetgate controller: no valid policies in {args.config}:", file=sys.stderr)
-        for problem in problems:
-            print(problem, file=sys.stderr)
+    if not await pipeline.start("fleetgate controller"):
         return 1
     stop = asyncio.Event()
     handle_signals(stop, pipeline.source.request_reload)

@@ -29,7 +29,6 @@ from pathlib import Path
 import aiohttp
 
 from controller import sources
-from controller.errors import ControllerError
 from fleetgate import process, release_service
 from fleetgate.demo_backend import BackendSpec, DemoBackend
 from fleetgate.pipeline import PolicyPipeline
@@ -175,14 +174,7 @@ async def demo(args: argparse.Namespace, live: Path) -> int:
             releases=settings.releases.settings,
             dns=settings.dns,
         )
-        try:
-            problems = await pipeline.load_first()
-        except ControllerError as exc:  # a damaged release state file
-            print(f"fleetgate demo: {exc}", file=sys.stderr)
-            return 1
-        if problems:
-            for problem in problems:
-                print(problem, file=sys.stderr)
+        if not await pipeline.start("fleetgate demo"):
             return 1
         stop = asyncio.Event()
         handle_signals(stop, pipeline.source.request_reload)

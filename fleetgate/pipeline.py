@@ -9,12 +9,14 @@ It also answers the status they serve: `/status` (`status`, `dns_status`) and `/
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from controller import statusapi
 from controller.dns import DnsEndpoints, DnsSettings
+from controller.errors import ControllerError
 from controller.filesource import FileSource, FileSourceSettings, FileSourceStatus
 from controller.observations import Observations
 from controller.publishing import Publisher, PublishSettings
@@ -114,6 +116,22 @@ class PolicyPipeline:
             error = self.reconciler.status.last_error or "the policies did not compile"
             return (Problem(_where(self.source), "", error),)
         return ()
+
+    async def start(self, program: str) -> bool:
+        """`load_first` for a command: False, with the reasons on stderr, when there is nothing
+        to serve (invalid policies, or a damaged release state file)."""
+        try:
+            problems = await self.load_first()
+        except ControllerError as exc:
+            print(f"{program}: {exc}", file=sys.stderr)
+            return False
+        if problems:
+            where = self.source.settings.directory
+            print(f"{program}: no valid policies in {where}:", file=sys.stderr)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            return False
+        return True
 
     def feeders(self) -> list[Feeder]:
         return [self.source.run, self.runner.run, self.names.run, self.reconciler.run]

@@ -47,7 +47,6 @@ from aiohttp import web
 
 from controller import snapshot_api
 from controller.dns import DnsSettings
-from controller.errors import ControllerError
 from fleetgate import process, release_service
 from fleetgate.pipeline import PolicyPipeline
 from fleetgate.release_service import ReleaseOptions
@@ -210,15 +209,7 @@ async def serve(settings: RunSettings, *, stop: asyncio.Event | None = None) -> 
         releases=settings.releases.settings,
         dns=settings.dns,
     )
-    try:
-        problems = await pipeline.load_first()
-    except ControllerError as exc:
-        print(f"fleetgate run: {exc}", file=sys.stderr)
-        return 1
-    if problems:
-        print(f"fleetgate run: no valid policies in {settings.directory}:", file=sys.stderr)
-        for problem in problems:
-            print(problem, file=sys.stderr)
+    if not await pipeline.start("fleetgate run"):
         return 1
     handle_signals(stop, pipeline.source.request_reload)
     try:
