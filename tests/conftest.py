@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import TypeVar
 
 import pytest
 import uvloop
@@ -35,6 +37,30 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition {getattr(check, '__name__', check)!r} never held")
         await asyncio.sleep(interval_s)
+
+
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def sampled(
+    read: Callable[[], Iterable[T]], *, period_s: float = 0.005
+) -> AsyncIterator[set[T]]:
+    """Every value `read` gives, read every `period_s` while the block runs: for "nothing moved
+    meanwhile" checks (`period_s` is a sampling period, not a wait for a condition)."""
+    seen: set[T] = set()
+
+    async def sample() -> None:
+        while True:
+            seen.update(read())
+            await asyncio.sleep(period_s)
+
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(sample(), name="sampled")
+        try:
+            yield seen
+        finally:
+            task.cancel()
 
 
 RefusingPort = Callable[[str], int]

@@ -22,7 +22,7 @@ from controller.hubsource import HubSettings
 from controller.kubemode import KubeController, KubeModeSettings
 from controller.reconcile import ReconcileSettings
 from controller.releases import ReleaseSettings
-from tests.conftest import eventually
+from tests.conftest import eventually, sampled
 from tests.controller.conftest import FAST_KUBE, FAST_WATCH, StartSimulator
 from tests.controller.release_rig import PollingGateway, canary_weight
 from tests.fakes.kube_api import KubeApiSimulator, RequestRecord, write_kubeconfig
@@ -236,29 +236,20 @@ async def test_state_in_status_a_standby_serves_it_and_a_new_leader_resumes(
         await eventually(same_content, timeout_s=LOADED_S)
 
         # The leader goes away mid-release; every weight served meanwhile stays 20.
-        seen: set[int | None] = set()
-
-        async def watch_weights() -> None:
-            while True:
-                seen.update({standby.gateway.weight(), standby.served_weight()})
-                await asyncio.sleep(0.005)
-
-        watcher = fleet.group.create_task(watch_weights(), name="weights")
-        fleet.stop(leader)
-        await eventually(lambda: standby.leading, timeout_s=LOADED_S)
-
         def resumed() -> bool:
             runner = standby.controller.runner
             return runner is not None and runner.ready
 
-        await eventually(resumed, timeout_s=LOADED_S)
-        runner = standby.controller.runner
-        assert runner is not None
-        state = runner.state("shop/web-v2")
-        assert state is not None
-        assert (state.step_index, state.canary_weight, state.phase.value) == (1, 20, "Paused")
-        await eventually(lambda: runner.ticks > 5)
-        watcher.cancel()
+        async with sampled(lambda: {standby.gateway.weight(), standby.served_weight()}) as seen:
+            fleet.stop(leader)
+            await eventually(lambda: standby.leading, timeout_s=LOADED_S)
+            await eventually(resumed, timeout_s=LOADED_S)
+            runner = standby.controller.runner
+            assert runner is not None
+            state = runner.state("shop/web-v2")
+            assert state is not None
+            assert (state.step_index, state.canary_weight, state.phase.value) == (1, 20, "Paused")
+            await eventually(lambda: runner.ticks > 5)
         assert seen == {20}, seen
 
         # The new leader carries on from there.
@@ -281,37 +272,29 @@ async def test_a_leader_that_loses_the_lease_follows_and_the_new_one_resumes(
             lambda: all(r.gateway.table and r.gateway.weight() == 20 for r in fleet.replicas),
             timeout_s=LOADED_S,
         )
-        seen: set[int] = set()
-
-        async def watch_weights() -> None:
-            while True:
-                seen.update(r.gateway.weight() for r in fleet.replicas)
-                await asyncio.sleep(0.005)
-
-        watcher = fleet.group.create_task(watch_weights(), name="weights")
-        # The Lease changes hands under the leader (as after a renewal it missed): it reads
-        # another holder, steps down and follows; the other replica finds itself the holder.
-        lease = fleet.hub.store.get(LEASE_KIND, NAMESPACE, "fleetgate-controller")
-        stolen = {
-            **lease,
-            "spec": {**lease["spec"], "holderIdentity": new.controller.settings.identity},
-        }
-        fleet.hub.store.upsert(stolen)
-        await eventually(lambda: new.leading and not old.leading, timeout_s=LOADED_S)
 
         def resumed() -> bool:
             runner = new.controller.runner
             return runner is not None and runner.ready
 
-        await eventually(resumed, timeout_s=LOADED_S)
-        runner = new.controller.runner
-        await eventually(lambda: old.controller.runner is None)  # its runner was cancelled
-        assert runner is not None
-        state = runner.state("shop/web-v2")
-        assert state is not None
-        assert (state.step_index, state.canary_weight) == (1, 20)
-        await eventually(lambda: runner.ticks > 5)
-        watcher.cancel()
+        async with sampled(lambda: (r.gateway.weight() for r in fleet.replicas)) as seen:
+            # The Lease changes hands under the leader (as after a renewal it missed): it reads
+            # another holder, steps down and follows; the other replica finds itself the holder.
+            lease = fleet.hub.store.get(LEASE_KIND, NAMESPACE, "fleetgate-controller")
+            stolen = {
+                **lease,
+                "spec": {**lease["spec"], "holderIdentity": new.controller.settings.identity},
+            }
+            fleet.hub.store.upsert(stolen)
+            await eventually(lambda: new.leading and not old.leading, timeout_s=LOADED_S)
+            await eventually(resumed, timeout_s=LOADED_S)
+            runner = new.controller.runner
+            await eventually(lambda: old.controller.runner is None)  # its runner was cancelled
+            assert runner is not None
+            state = runner.state("shop/web-v2")
+            assert state is not None
+            assert (state.step_index, state.canary_weight) == (1, 20)
+            await eventually(lambda: runner.ticks > 5)
         assert seen == {20}, seen
 
         status, body = await fleet.call(new, "POST", "/api/v1/releases/shop/web-v2/promote")
@@ -347,26 +330,18 @@ async def test_a_leader_stepping_down_does_not_serve_its_watch_s_older_record(
         status, body = await fleet.call(old, "POST", "/api/v1/releases/shop/web-v2/promote")
         assert status == 200, body
         await eventually(lambda: old.served_weight() == 50, timeout_s=LOADED_S)
-        seen: set[int | None] = set()
-
-        async def watch_weights() -> None:
-            while True:
-                seen.add(old.served_weight())
-                await asyncio.sleep(0.005)
-
-        watcher = fleet.group.create_task(watch_weights(), name="weights")
-        lease = fleet.hub.store.get(LEASE_KIND, NAMESPACE, "fleetgate-controller")
-        holder = new.controller.settings.identity
-        fleet.hub.store.upsert({**lease, "spec": {**lease["spec"], "holderIdentity": holder}})
-        await eventually(lambda: new.leading and not old.leading, timeout_s=LOADED_S)
-        await eventually(lambda: old.controller.runner is None)
-        # The new leader read the record with a LIST: 50 %. The old one, now following, waits
-        # for its watch to show the record it wrote rather than serve the stale 20 %.
-        await eventually(lambda: new.served_weight() == 50, timeout_s=LOADED_S)
-        rounds = old.controller.releases.follow_rounds
-        await eventually(lambda: old.controller.releases.follow_rounds >= rounds + 5)
-        assert cached(old) == paused  # its watch still shows the old record
-        watcher.cancel()
+        async with sampled(lambda: (old.served_weight(),)) as seen:
+            lease = fleet.hub.store.get(LEASE_KIND, NAMESPACE, "fleetgate-controller")
+            holder = new.controller.settings.identity
+            fleet.hub.store.upsert({**lease, "spec": {**lease["spec"], "holderIdentity": holder}})
+            await eventually(lambda: new.leading and not old.leading, timeout_s=LOADED_S)
+            await eventually(lambda: old.controller.runner is None)
+            # The new leader read the record with a LIST: 50 %. The old one, now following,
+            # waits for its watch to show the record it wrote rather than serve the stale 20 %.
+            await eventually(lambda: new.served_weight() == 50, timeout_s=LOADED_S)
+            rounds = old.controller.releases.follow_rounds
+            await eventually(lambda: old.controller.releases.follow_rounds >= rounds + 5)
+            assert cached(old) == paused  # its watch still shows the old record
         assert seen == {50}, seen
 
 

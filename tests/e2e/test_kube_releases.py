@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import eventually
+from tests.conftest import eventually, sampled
 from tests.controller.release_rig import PollingGateway
 from tests.e2e.release_fleet import free_port, write_tokens
 from tests.fakes.kube_api import KubeApiSimulator, write_kubeconfig
@@ -175,28 +175,19 @@ async def test_a_killed_leader_is_replaced_at_the_same_step_with_the_same_weight
 
             await eventually(refused_naming_the_leader, timeout_s=10)
 
-            # SIGKILL: the Lease is not released; the standby takes over when it expires.
-            seen: set[int] = set()
-
-            async def sample() -> None:
-                while True:
-                    seen.add(standby_gw.weight())
-                    await asyncio.sleep(0.01)
-
-            sampler = group.create_task(sample())
-            polls[leader].cancel()  # its gateway would only see refused connections
-            processes[leader].send(signal.SIGKILL)
-            await processes[leader].wait()
-            await eventually(lambda: holder() == standby, timeout_s=8 * LEASE_S)
-
             async def resumed() -> bool:
                 status, body = await call(standby, "GET", "releases/shop/web-v2")
                 return status == 200 and body.get("phase") == "Paused"
 
-            await eventually(resumed, timeout_s=20)
-            status, body = await call(standby, "GET", "releases/shop/web-v2")
-            assert (body["step"], body["canary_weight"]) == (1, 30), body
-            sampler.cancel()
+            # SIGKILL: the Lease is not released; the standby takes over when it expires.
+            async with sampled(lambda: (standby_gw.weight(),), period_s=0.01) as seen:
+                polls[leader].cancel()  # its gateway would only see refused connections
+                processes[leader].send(signal.SIGKILL)
+                await processes[leader].wait()
+                await eventually(lambda: holder() == standby, timeout_s=8 * LEASE_S)
+                await eventually(resumed, timeout_s=20)
+                status, body = await call(standby, "GET", "releases/shop/web-v2")
+                assert (body["step"], body["canary_weight"]) == (1, 30), body
             assert seen == {30}, seen
 
             status, body = await call(standby, "POST", "releases/shop/web-v2/promote")
