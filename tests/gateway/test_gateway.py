@@ -71,8 +71,7 @@ async def test_close_with_requests_in_flight_releases_everything(
     await eventually(lambda: len(upstream.requests) == 3)
     await gw.close()
     for conn in conns:
-        assert await conn.closed_by_peer()
-        await conn.close()
+        assert await conn.close_after_peer()
     await eventually(lambda: gw.counters.upstream_open == 0 and gw.counters.downstream_open == 0)
     await eventually(lambda: not upstream.open)
 

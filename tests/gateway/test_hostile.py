@@ -59,8 +59,7 @@ async def test_refused_with_400_and_close_and_never_forwarded(
     gw = await gateway(tables.single(upstream.address))
     conn = await wire.Conn.open(gw.addresses[0])
     response = await conn.request(request_bytes)
-    closed = await conn.closed_by_peer()
-    await conn.close()
+    closed = await conn.close_after_peer()
     assert response.status == 400
     assert response.header("x-gateway-reason") == b"bad_request"
     assert response.header("connection") == b"close"
@@ -82,8 +81,7 @@ async def test_bad_chunk_inside_a_streaming_body_never_completes_upstream(
     )
     conn.send(b"zz\r\n" + SMUGGLED, responses=0)
     response = await conn.response()
-    closed = await conn.closed_by_peer()
-    await conn.close()
+    closed = await conn.close_after_peer()
     assert response.status == 400
     assert closed
     assert upstream.requests == []  # the fake records complete requests only
@@ -135,8 +133,7 @@ async def test_oversized_heads_are_431_and_closed(
     gw = await gateway(tables.single(upstream.address))
     conn = await wire.Conn.open(gw.addresses[0])
     response = await conn.request(request_bytes)
-    closed = await conn.closed_by_peer()
-    await conn.close()
+    closed = await conn.close_after_peer()
     assert response.status == 431
     assert response.header("x-gateway-reason") == b"headers_too_large"
     assert response.header("connection") == b"close"
@@ -168,8 +165,7 @@ async def test_a_head_growing_over_several_reads_is_431_before_it_ends(
     conn.send(_head(b"X-Endless: " + b"v" * 1024), responses=0)
     await eventually(lambda: gw.counters.requests == 1)
     response = await conn.request(b"v" * 5000)
-    closed = await conn.closed_by_peer()
-    await conn.close()
+    closed = await conn.close_after_peer()
     assert response.status == 431
     assert closed
     assert upstream.requests == []
@@ -182,8 +178,7 @@ async def test_content_length_over_the_body_limit_is_413_before_forwarding(
     gw = await gateway(tables.single(upstream.address), max_body_bytes=1000)
     conn = await wire.Conn.open(gw.addresses[0])
     response = await conn.request(_head(b"Content-Length: 1001\r\n", b"POST") + b"\r\n")
-    closed = await conn.closed_by_peer()
-    await conn.close()
+    closed = await conn.close_after_peer()
     assert response.status == 413
     assert response.header("x-gateway-reason") == b"body_too_large"
     assert closed
@@ -201,8 +196,7 @@ async def test_a_chunked_body_over_the_limit_is_413_and_never_completes_upstream
     conn.send(b"258\r\n" + b"a" * 600 + b"\r\n", responses=0)  # 600 bytes: under the limit
     await eventually(lambda: upstream.connections == 1)
     response = await conn.request(b"258\r\n" + b"b" * 600 + b"\r\n")  # 1200: over
-    closed = await conn.closed_by_peer()
-    await conn.close()
+    closed = await conn.close_after_peer()
     assert response.status == 413
     assert closed
     assert upstream.requests == []  # the fake records complete requests only
@@ -232,8 +226,7 @@ async def test_a_slow_head_is_408_after_the_header_timeout(
     conn = await wire.Conn.open(gw.addresses[0])
     conn.send(b"GET /a HTTP/1.1\r\nHost: sh")  # and never the rest
     response = await conn.response()
-    closed = await conn.closed_by_peer()
-    await conn.close()
+    closed = await conn.close_after_peer()
     assert response.status == 408
     assert response.header("x-gateway-reason") == b"request_timeout"
     assert closed
@@ -246,8 +239,7 @@ async def test_a_connection_that_never_sends_is_closed_after_the_header_timeout(
     upstream = await raw_upstream(ok())
     gw = await gateway(tables.single(upstream.address), header_timeout_s=0.2)
     conn = await wire.Conn.open(gw.addresses[0])
-    closed = await conn.closed_by_peer()  # EOF with no byte
-    await conn.close()
+    closed = await conn.close_after_peer()  # EOF with no byte
     assert closed
 
 
@@ -258,8 +250,7 @@ async def test_idle_keep_alive_connections_are_closed_and_answered_ones_are_not_
     gw = await gateway(tables.single(upstream.address), downstream_idle_s=0.3, header_timeout_s=0.1)
     conn = await wire.Conn.open(gw.addresses[0])
     response = await conn.request(wire.get("/1"))  # the header timeout no longer applies
-    closed = await conn.closed_by_peer()  # idle after a response: closed after downstream_idle_s
-    await conn.close()
+    closed = await conn.close_after_peer()  # idle after a response: closed after downstream_idle_s
     assert response.status == 200
     assert closed
     assert gw.counters.local_replies["request_timeout"] == 0
@@ -274,8 +265,7 @@ async def test_connections_over_the_cap_are_closed_at_accept(
     second = await wire.Conn.open(gw.addresses[0])
     await eventually(lambda: gw.counters.downstream_open == 2)
     third = await wire.Conn.open(gw.addresses[0])
-    third_closed = await third.closed_by_peer()
-    await third.close()
+    third_closed = await third.close_after_peer()
     answers = [(await c.request(wire.get())).status for c in (first, second)]
     await first.close()
     await eventually(lambda: gw.counters.downstream_open == 1)

@@ -315,8 +315,7 @@ async def test_connection_close_from_the_client_is_honoured(
     conn.send(wire.get("/1", extra="Connection: close\r\n") + wire.get("/2"))
     response = await conn.response()
     assert response.header("connection") == b"close"
-    assert await conn.closed_by_peer()
-    await conn.close()
+    assert await conn.close_after_peer()
     assert [r.target for r in upstream.requests] == [b"/1"]
     assert upstream.requests[0].values("connection") == []
 
@@ -344,8 +343,7 @@ async def test_http10_client_gets_a_close_delimited_body(
     gw = await gateway(tables.single(upstream.address))
     conn = await wire.Conn.open(gw.addresses[0])
     response = await conn.request(b"GET /old HTTP/1.0\r\nHost: shop.test\r\n\r\n")
-    assert await conn.closed_by_peer()
-    await conn.close()
+    assert await conn.close_after_peer()
     assert response.body == b"hello"
     assert response.header("transfer-encoding") is None
     assert upstream.requests[0].values("host") == [b"shop.test"]

@@ -40,8 +40,7 @@ async def test_refused_upgrade_is_answered_and_the_connection_closed(
     response = await conn.request(
         wire.get("/ws", extra="Connection: Upgrade\r\nUpgrade: websocket\r\n") + b"early bytes"
     )
-    closed = await conn.closed_by_peer()
-    await conn.close()
+    closed = await conn.close_after_peer()
     assert response.body == b"no upgrade here"
     assert closed
     seen = upstream.requests[0]

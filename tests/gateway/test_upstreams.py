@@ -257,8 +257,7 @@ async def test_local_reply_to_expect_continue_closes_the_connection(
         b"POST /x HTTP/1.1\r\nHost: nowhere.test\r\nContent-Length: 10\r\n"
         b"Expect: 100-continue\r\n\r\n"
     )
-    closed = await conn.closed_by_peer()
-    await conn.close()
+    closed = await conn.close_after_peer()
     assert response.status == 404
     assert response.header("connection") == b"close"
     assert closed

@@ -138,6 +138,13 @@ class Conn:
             rest = await self.reader.read()
         return rest == b""
 
+    async def close_after_peer(self) -> bool:
+        """`closed_by_peer`, then close this side too, whatever the answer (or a timeout)."""
+        try:
+            return await self.closed_by_peer()
+        finally:
+            await self.close()
+
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(OSError):
