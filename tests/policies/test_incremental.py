@@ -157,3 +157,22 @@ def test_a_spread_that_stops_resolving_is_a_full_compile() -> None:
     # Other refusals are other inputs: also from scratch.
     refused = frozenset({("shop/db", DB)})
     assert compiler.compile(current, Inventory(gone), version=3, refused=refused).changed is None
+
+
+def test_a_change_in_a_cluster_a_spread_leaves_out_keeps_that_spread() -> None:
+    compiler = Compiler()
+    current = policies()
+    first = {key: (Endpoint("127.0.9.1", 80, key[0]),) for key in KEYS}
+    before = compiler.compile(current, Inventory(first), version=1).table
+    north = dict(first)
+    north[("north", API)] = (Endpoint("127.0.9.3", 80, "north"),)
+    compiled = compiler.compile(current, Inventory(north), version=2)
+    assert compiled.table == compile_table(current, Inventory(north), version=2)
+    over_api = {bid for bid, b in before.backends.items() if b.service == API}
+    pinned = {
+        bid for bid in over_api if "north" not in {t.cluster for t in before.backends[bid].targets}
+    }
+    assert pinned  # the spread over API in west and east only
+    assert compiled.changed == over_api - pinned
+    for bid in pinned:
+        assert compiled.table.backends[bid] is before.backends[bid]
