@@ -1,7 +1,8 @@
 """Control-plane errors: one base class, a subclass only where a caller branches on it. Pure.
 
 `controller.kube` translates every kubernetes_asyncio / aiohttp failure into one of these, once,
-with `raise ... from exc`; nothing above it sees a third-party exception.
+with `raise ... from exc` (`controller.kube_config` the kubeconfig loaders' failures, into
+ConfigError); nothing above them sees a third-party exception.
 """
 
 from __future__ import annotations

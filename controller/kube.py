@@ -1,13 +1,15 @@
-"""The only wrapper around kubernetes_asyncio: one ApiClient per cluster. Network I/O (Kube API).
+"""The controller's API calls through kubernetes_asyncio: one ApiClient per cluster. Kube API I/O.
 
 Everything kubernetes_asyncio returns is converted here into `controller.objects` types, and every
 failure it (or aiohttp underneath) raises is translated here, once, into `controller.errors`:
 404 → NotFound, 409 → Conflict, 410 → Expired, any other status → ApiError, no answer at all →
-ClusterUnreachable, an unusable kubeconfig → ConfigError.
+ClusterUnreachable.
 
 LIST and WATCH read the raw JSON (`_preload_content=False`, and `Watch(return_type="object")`)
 instead of the generated models: the objects go straight into our frozen dataclasses, and custom
-resources have no generated models anyway. Leases use the typed CoordinationV1Api models.
+resources have no generated models anyway. Leases use the typed CoordinationV1Api models, built
+and read by `controller.kube_leases`. Clients are made by `controller.kube_config` (an unusable
+kubeconfig → ConfigError there). These three modules are the only kubernetes_asyncio importers.
 """
 
 from __future__ import annotations
@@ -16,20 +18,17 @@ import asyncio
 import base64
 import binascii
 import dataclasses
-import datetime
 import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
-from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.config.config_exception import ConfigException
 
 from controller import errors, objects
+from controller.kube_leases import LeaseRecord, lease_body, lease_record
 from controller.objects import ObjectList, Resource, WatchEvent
 
 log = logging.getLogger(__name__)
@@ -46,20 +45,6 @@ class KubeSettings:
     request_timeout_s: float = 10.0  # whole LIST/GET/PUT request, body included
     connect_timeout_s: float = 5.0  # TCP (and TLS) connect, for requests and watch streams
     probe_timeout_s: float = 2.0  # one GET /readyz
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LeaseRecord:
-    """A coordination.k8s.io/v1 Lease as leader election reads and writes it."""
-
-    namespace: str
-    name: str
-    holder: str  # holderIdentity; "" when released
-    duration_s: float  # leaseDurationSeconds
-    acquire_time: datetime.datetime | None
-    renew_time: datetime.datetime | None
-    transitions: int  # leaseTransitions: how many times the holder changed
-    resource_version: str = ""  # "" for a record that was never written
 
 
 Call = Callable[..., Awaitable[Any]]
@@ -258,7 +243,7 @@ class ClusterClient:
                 name, namespace, _request_timeout=self.settings.request_timeout_s
             ),
         )
-        return _lease_record(lease)
+        return lease_record(lease)
 
     async def create_lease(self, record: LeaseRecord) -> LeaseRecord:
         """Conflict when the Lease already exists."""
@@ -266,11 +251,11 @@ class ClusterClient:
             f"create lease {record.namespace}/{record.name}",
             self._coordination.create_namespaced_lease(
                 record.namespace,
-                _lease_body(record),
+                lease_body(record),
                 _request_timeout=self.settings.request_timeout_s,
             ),
         )
-        return _lease_record(lease)
+        return lease_record(lease)
 
     async def replace_lease(self, record: LeaseRecord) -> LeaseRecord:
         """Conditional on `record.resource_version`: Conflict when someone wrote it since."""
@@ -279,11 +264,11 @@ class ClusterClient:
             self._coordination.replace_namespaced_lease(
                 record.name,
                 record.namespace,
-                _lease_body(record),
+                lease_body(record),
                 _request_timeout=self.settings.request_timeout_s,
             ),
         )
-        return _lease_record(lease)
+        return lease_record(lease)
 
     # -- secrets ---------------------------------------------------------------------------
 
@@ -426,53 +411,6 @@ class ClusterClient:
         return _error_class(status)(self.cluster, status, reason or "Unknown", message)
 
 
-async def connect(
-    cluster: str,
-    kubeconfig: Path | Mapping[str, Any],
-    *,
-    context: str | None = None,
-    settings: KubeSettings | None = None,
-) -> ClusterClient:
-    """A client for `cluster` from a kubeconfig file or dict (its current context by default).
-    The file is never written back (no token persistence)."""
-    try:
-        if isinstance(kubeconfig, Path):
-            api = await config.new_client_from_config(
-                config_file=str(kubeconfig), context=context, persist_config=False
-            )
-        else:
-            api = await config.new_client_from_config_dict(
-                config_dict=dict(kubeconfig), context=context
-            )
-    except (ConfigException, OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
-        raise errors.ConfigError(f"kubeconfig for cluster {cluster!r} is unusable: {exc}") from exc
-    return ClusterClient(cluster, api, settings or KubeSettings())
-
-
-async def connect_in_cluster(
-    cluster: str, *, settings: KubeSettings | None = None
-) -> ClusterClient:
-    """A client for the cluster this process runs in (its ServiceAccount token and CA)."""
-    configuration = client.Configuration()
-    load: Any = config.load_incluster_config  # untyped in kubernetes_asyncio
-    try:
-        load(client_configuration=configuration)
-    except (ConfigException, OSError) as exc:
-        raise errors.ConfigError(f"not running in a cluster: {exc}") from exc
-    return ClusterClient(cluster, client.ApiClient(configuration), settings or KubeSettings())
-
-
-def kubeconfig_from_secret(data: Mapping[str, bytes], key: str = "kubeconfig") -> Mapping[str, Any]:
-    """The kubeconfig dict a MemberCluster's Secret holds under `key`."""
-    try:
-        parsed = yaml.safe_load(data[key])
-    except (KeyError, yaml.YAMLError) as exc:
-        raise errors.ConfigError(f"secret has no usable {key!r}: {exc}") from exc
-    if not isinstance(parsed, Mapping):
-        raise errors.ConfigError(f"secret key {key!r} is not a kubeconfig mapping")
-    return parsed
-
-
 def _error_class(status: int) -> type[errors.ApiError]:
     return {404: errors.NotFound, 409: errors.Conflict, 410: errors.Expired}.get(
         status, errors.ApiError
@@ -486,44 +424,3 @@ def _selectors(label_selector: str | None, field_selector: str | None) -> dict[s
     if field_selector:
         kwargs["field_selector"] = field_selector
     return kwargs
-
-
-def _lease_body(record: LeaseRecord) -> Any:
-    return client.V1Lease(
-        api_version="coordination.k8s.io/v1",
-        kind="Lease",
-        metadata=client.V1ObjectMeta(
-            name=record.name,
-            namespace=record.namespace,
-            resource_version=record.resource_version or None,
-        ),
-        spec=client.V1LeaseSpec(
-            holder_identity=record.holder,
-            lease_duration_seconds=max(1, round(record.duration_s)),
-            acquire_time=record.acquire_time,
-            renew_time=record.renew_time,
-            lease_transitions=record.transitions,
-        ),
-    )
-
-
-def _lease_record(lease: Any) -> LeaseRecord:
-    spec = lease.spec
-    return LeaseRecord(
-        namespace=lease.metadata.namespace,
-        name=lease.metadata.name,
-        holder=(spec.holder_identity if spec else None) or "",
-        duration_s=float((spec.lease_duration_seconds if spec else None) or 0),
-        acquire_time=_utc(spec.acquire_time if spec else None),
-        renew_time=_utc(spec.renew_time if spec else None),
-        transitions=int((spec.lease_transitions if spec else None) or 0),
-        resource_version=lease.metadata.resource_version or "",
-    )
-
-
-def _utc(value: Any) -> datetime.datetime | None:
-    if not isinstance(value, datetime.datetime):
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=datetime.UTC)
-    return value.astimezone(datetime.UTC)

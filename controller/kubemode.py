@@ -39,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import api, errors, inventory, kube, snapshot_api, statusapi
+from controller import api, errors, inventory, kube_config, snapshot_api, statusapi
 from controller.dns import DnsEndpoints, DnsSettings
 from controller.gateway_registry import RegistrySettings, SharedRegistry
 from controller.hubsource import HubLoad, HubSettings, HubSource
@@ -95,8 +95,8 @@ class KubeModeSettings:
 
 async def connect_hub(settings: KubeModeSettings) -> ClusterClient:
     if settings.hub_kubeconfig is None:
-        return await kube.connect_in_cluster("hub", settings=settings.kube)
-    return await kube.connect(
+        return await kube_config.connect_in_cluster("hub", settings=settings.kube)
+    return await kube_config.connect(
         "hub", settings.hub_kubeconfig, context=settings.hub_context, settings=settings.kube
     )
 
@@ -384,11 +384,13 @@ class KubeController:
     async def _connect_member(self, name: str, ref: str) -> ClusterClient:
         settings = self.settings
         if settings.member_kubeconfigs == "file":
-            return await kube.connect(name, Path(ref), settings=settings.kube)
+            return await kube_config.connect(name, Path(ref), settings=settings.kube)
         namespace, _, secret = ref.rpartition("/")
         namespace = namespace or settings.secret_namespace or settings.lease_namespace
         data = await self.hub.read_secret(namespace, secret)
-        return await kube.connect(name, kube.kubeconfig_from_secret(data), settings=settings.kube)
+        return await kube_config.connect(
+            name, kube_config.kubeconfig_from_secret(data), settings=settings.kube
+        )
 
     # -- the status document -------------------------------------------------------------------
 

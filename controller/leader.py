@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable
 
 from controller import errors
-from controller.kube import ClusterClient, LeaseRecord
+from controller.kube import ClusterClient
+from controller.kube_leases import LeaseRecord
 
 log = logging.getLogger(__name__)
 

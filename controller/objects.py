@@ -1,8 +1,8 @@
 """Kubernetes objects as the controller sees them: typed, frozen, parsed from API JSON. Pure.
 
-`controller.kube` turns every API answer into these (it is the only module that touches
-kubernetes_asyncio); everything above works on them. Parsers are lenient the way kube-proxy is:
-a field of the wrong type is treated as absent, so one odd object never stops a watch.
+`controller.kube` turns every API answer into these (only it, `kube_config` and `kube_leases`
+touch kubernetes_asyncio); everything above works on them. Parsers are lenient the way kube-proxy
+is: a field of the wrong type is treated as absent, so one odd object never stops a watch.
 """
 
 from __future__ import annotations

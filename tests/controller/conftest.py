@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller import kube
+from controller import kube, kube_config
 from controller.watching import WatchSettings
 from tests.fakes.kube_api import KubeApiSimulator, write_kubeconfig
 
@@ -54,7 +54,7 @@ async def connect(tmp_path: Path) -> AsyncIterator[Connect]:
         sim: KubeApiSimulator, *, settings: kube.KubeSettings = FAST_KUBE
     ) -> kube.ClusterClient:
         path = write_kubeconfig(tmp_path / f"kubeconfig-{sim.name}", [sim])
-        client = await kube.connect(sim.name, path, context=sim.name, settings=settings)
+        client = await kube_config.connect(sim.name, path, context=sim.name, settings=settings)
         clients.append(client)
         return client
 

@@ -1,4 +1,5 @@
-"""controller.kube: typed answers and one translation of every failure, against the simulator."""
+"""controller.kube (with kube_config and kube_leases): typed answers and one translation of every
+failure, against the simulator."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller import errors, kube, objects
+from controller import errors, kube_config, kube_leases, objects
 from controller.objects import EventType
 from tests.controller.conftest import FAST_KUBE, Connect, StartSimulator
 from tests.controller.kube_objects import endpoint, endpoint_slice, service
@@ -158,7 +159,7 @@ async def test_lease_create_read_replace_with_conflicts(
     with pytest.raises(errors.NotFound):
         await client.read_lease("fleetgate", "leader")
     now = datetime.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=datetime.UTC)
-    record = kube.LeaseRecord("fleetgate", "leader", "me", 15.0, now, now, 0)
+    record = kube_leases.LeaseRecord("fleetgate", "leader", "me", 15.0, now, now, 0)
     created = await client.create_lease(record)
     assert created.resource_version
     assert (created.holder, created.acquire_time, created.duration_s) == ("me", now, 15.0)
@@ -185,16 +186,16 @@ async def test_kubeconfig_sources(start_simulator: StartSimulator, tmp_path: Pat
             "data": {k: base64.b64encode(v).decode() for k, v in secret_data.items()},
         }
     )
-    async with await kube.connect("a", kubeconfig([a]), settings=FAST_KUBE) as hub:
+    async with await kube_config.connect("a", kubeconfig([a]), settings=FAST_KUBE) as hub:
         data = await hub.read_secret("fleetgate", "member-b")
     assert data == secret_data
-    async with await kube.connect("b", kube.kubeconfig_from_secret(data)) as member:
+    async with await kube_config.connect("b", kube_config.kubeconfig_from_secret(data)) as member:
         listed = await member.list_objects(objects.SERVICES)
     assert [o.meta.name for o in listed.items] == ["in-b"]
 
     with pytest.raises(errors.ConfigError, match="cluster 'c'"):
-        await kube.connect("c", kubeconfig([a]), context="no-such-context")
+        await kube_config.connect("c", kubeconfig([a]), context="no-such-context")
     with pytest.raises(errors.ConfigError):
-        await kube.connect("c", tmp_path / "missing-kubeconfig")
+        await kube_config.connect("c", tmp_path / "missing-kubeconfig")
     with pytest.raises(errors.ConfigError):
-        kube.kubeconfig_from_secret({"other": b""})
+        kube_config.kubeconfig_from_secret({"other": b""})

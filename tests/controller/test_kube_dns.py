@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from controller import kube
+from controller import kube_config
 from controller.dns import DnsSettings
 from controller.kubemode import KubeController
 from tests.conftest import eventually
@@ -89,7 +89,7 @@ async def test_a_dns_named_port_joins_the_discovered_clusters(
         fast_settings("one", hub_kubeconfig),
         dns=DnsSettings(nameserver=dns_server.nameserver, min_ttl_s=0.2, jitter=0.0),
     )
-    client = await kube.connect("hub", hub_kubeconfig, settings=FAST_KUBE)
+    client = await kube_config.connect("hub", hub_kubeconfig, settings=FAST_KUBE)
     try:
         controller = KubeController(settings, client)
         async with running(controller.run()):

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller import api, kube, kubestate, objects
+from controller import api, kube_config, kubestate, objects
 from controller.hubsource import HubSettings
 from controller.kubemode import KubeController, KubeModeSettings
 from controller.reconcile import ReconcileSettings
@@ -172,7 +172,7 @@ async def rig(start_simulator: StartSimulator, tmp_path: Path) -> AsyncIterator[
         session = await stack.enter_async_context(aiohttp.ClientSession())
         replicas = []
         for identity in ("one", "two"):
-            client = await kube.connect("hub", hub_kubeconfig, settings=FAST_KUBE)
+            client = await kube_config.connect("hub", hub_kubeconfig, settings=FAST_KUBE)
             stack.push_async_callback(client.close)
             controller = KubeController(settings(identity, hub_kubeconfig), client)
             app = web.Application()

@@ -8,7 +8,8 @@ import datetime
 
 import pytest
 
-from controller.kube import ClusterClient, LeaseRecord
+from controller.kube import ClusterClient
+from controller.kube_leases import LeaseRecord
 from controller.leader import Action, LeaderElector, LeaderSettings, next_action
 from tests.conftest import eventually
 from tests.controller.conftest import Connect, StartSimulator

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller import hubsource, kube, status
+from controller import hubsource, kube_config, status
 from controller.health import HealthSettings
 from controller.hubsource import HubSettings
 from controller.kubemode import KubeController, KubeModeSettings
@@ -247,7 +247,7 @@ async def controllers(fleet: Fleet) -> AsyncIterator[list[KubeController]]:
     made: list[KubeController] = []
     clients = []
     for identity in ("one", "two"):
-        client = await kube.connect("hub", fleet.hub_kubeconfig, settings=FAST_KUBE)
+        client = await kube_config.connect("hub", fleet.hub_kubeconfig, settings=FAST_KUBE)
         clients.append(client)
         made.append(KubeController(fast_settings(identity, fleet.hub_kubeconfig), client))
     yield made
