@@ -69,8 +69,8 @@ def stick(fwd: Forward, head: RequestHead) -> tuple[Forward, str | None, HeaderM
         else:
             key = secrets.token_hex(16)
             minted = set_cookie(affinity, key)
-    rule = fwd.compiled
-    if len(rule.backends) > 1:
+    rule = fwd.split
+    if rule is not None:
         again = matching.act(rule, head, roll=cohorts.roll_for(key, salt=rule.route_id))
         if isinstance(again, Forward):
             fwd = again

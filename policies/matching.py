@@ -79,7 +79,11 @@ class Forward:
     response_headers: tuple[HeaderModifier, ...]
     mirrors: tuple[Mirror, ...]
     settings: TrafficSettings
-    compiled: CompiledRule
+    # The rule, when it splits traffic between backends (`gateway.affinity` picks again with the
+    # client's key); None when it has one backend. Only one-backend decisions are memoized, in
+    # the rule itself, so a memoized decision never points back at its rule: a table holds no
+    # reference cycle and reference counting alone frees a replaced one (`policies.acyclic`).
+    split: CompiledRule | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -309,7 +313,7 @@ def act(rule: CompiledRule, head: RequestHead, *, roll: float) -> Decision:
         response_headers,
         mirrors,
         rule.settings,
-        rule,
+        rule if len(rule.backends) > 1 else None,
     )
 
 

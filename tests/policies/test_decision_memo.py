@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import gc
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies import matching
+from policies import acyclic, matching
 from policies.matching import Decision, Forward, RequestHead
 from policies.model import BackendRef, Filter, FilterKind, RequestRedirect, Route
 from tests.policies.routing_builders import (
@@ -33,9 +35,10 @@ def test_memoized_decisions_equal_fresh_ones_and_the_memo_stays_bounded() -> Non
     paths = [f"/item/{i}" for i in range(matching.RULE_MEMO_SIZE + 10)]
     first = [matching.decide(table, head(p), roll=0.5) for p in paths]
 
-    winner = first[0]
-    assert isinstance(winner, Forward)
-    memo = winner.compiled.decisions()  # the rule's memo: emptied when full, never grown
+    entry = table.lookup("shop.example.com")
+    assert entry is not None
+    assert isinstance(first[0], Forward)
+    memo = entry.rules[0].decisions()  # the rule's memo: emptied when full, never grown
     assert 0 < len(memo) <= matching.RULE_MEMO_SIZE
     again = [matching.decide(table, head(p), roll=0.9) for p in paths]
     assert again == first
@@ -97,3 +100,28 @@ def test_the_path_memo_stays_bounded() -> None:
     for i in range(matching.DECISION_MEMO_SIZE + 10):
         matching.decide_path(table, HOST, f"/item/{i}")
     assert len(table.path_decisions) <= matching.DECISION_MEMO_SIZE
+
+
+def test_a_table_keeping_decisions_is_freed_by_reference_counting_alone() -> None:
+    """The memos must not make the table cyclic: a gateway keeps its tables out of the cycle
+    collector's scans (`gateway.tables_heap`), so a cycle would keep a replaced table forever."""
+    split = (BackendRef(WEB, weight=1), BackendRef(API, weight=1))
+    table = compile_routes(
+        route("web", [HOST], rule(prefix("/shop"))),
+        route("split", [HOST], rule(prefix("/split"), backends=split)),
+        route("moved", [HOST], rule(prefix("/old"), filters=(redirect(),), backends=())),
+    )
+    for path in ("/shop/a", "/shop/a", "/split", "/old", "/none"):
+        matching.decide(table, head(path), roll=0.5)
+        matching.decide_path(table, HOST, path)
+    entry = table.lookup(HOST)
+    assert entry is not None
+    assert any(r.decisions() for r in entry.rules)
+    del entry
+    with acyclic.paused_collector():
+        gc.collect()
+        tracked = len(gc.get_objects())
+        del table
+        unreachable = gc.collect()  # counts objects that only the collector could free
+        assert unreachable == 0
+        assert len(gc.get_objects()) < tracked - 10  # the table's objects are gone
