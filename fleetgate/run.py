@@ -238,6 +238,7 @@ class Embedded:
                     listeners=(Listener(host, port),)
                     + (() if settings.tls_listener is None else (settings.tls_listener,)),
                     drain_delay_s=settings.drain_delay_s,
+                    freeze_tables=True,
                 ),
                 admin=settings.admin,
                 access_log=settings.access_log,

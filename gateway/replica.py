@@ -380,6 +380,7 @@ def settings_from(args: argparse.Namespace) -> ReplicaSettings:
                 listeners=listeners_from(args, (host, port)),
                 reuse_port=args.reuse_port,
                 drain_delay_s=args.drain_delay,
+                freeze_tables=True,
             ),
             admin=None if args.admin == "none" else args.admin,
             worker=args.worker,
@@ -419,7 +420,7 @@ async def run_replica(settings: ReplicaSettings) -> int:
     stop = asyncio.Event()
     handle_signals(stop)
     process = GatewayProcess(settings.process)
-    subscriber = Subscriber(settings.subscriber, process)
+    subscriber = Subscriber(settings.subscriber, process, frozen=process.gateway.frozen)
 
     def reload_stats() -> ReloadStats:
         refused = subscriber.status.refused

@@ -19,6 +19,7 @@ from typing import Any
 from gateway.context import ExchangeObserver, ProxyContext
 from gateway.counters import Counters
 from gateway.downstream import BoundListener, DownstreamProtocol
+from gateway.frozen_tables import FrozenTables
 from gateway.health import HealthMonitor
 from gateway.limits import Limits
 from gateway.mirroring import Mirrors
@@ -59,6 +60,7 @@ class Gateway:
         self._timer: asyncio.TimerHandle | None = None
         self._next_sweep = 0.0
         self.draining = False  # drain() has begun: readiness fails (listeners may stay a while)
+        self.frozen = FrozenTables() if settings.freeze_tables else None
         # Active checks and outlier ejection, unless the caller brings its own health view.
         monitor = HealthMonitor(self.counters) if health is None and picker is None else None
         if monitor is not None:
@@ -121,6 +123,8 @@ class Gateway:
             self._servers.append(server)
             self._listeners.append(bound)
         self._timer = loop.call_later(self.settings.tick_s, self._tick)
+        if self.frozen is not None:
+            self.frozen.installed()  # the table given at construction
 
     def swap(self, table: RoutingTable) -> RoutingTable:
         """Install a newer table whole; requests in flight keep the one they started with.
@@ -130,6 +134,8 @@ class Gateway:
             self.health.sync(table)  # new endpoints probed now; staying ones keep their state
         self.ctx.router.picker.forget()
         self.pools.follow(table)
+        if self.frozen is not None:
+            self.frozen.installed()
         return previous
 
     def apply(self, table: RoutingTable) -> None:
@@ -181,6 +187,8 @@ class Gateway:
                 async with asyncio.timeout(self.settings.tick_s * 10):
                     await server.wait_closed()
         self._servers.clear()
+        if self.frozen is not None:
+            self.frozen.release()
         # Transports finish closing on the next loop iterations (connection_lost callbacks).
         await asyncio.sleep(0)
 

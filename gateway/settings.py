@@ -86,3 +86,6 @@ class GatewaySettings:
     # On drain: readiness fails at once, the listeners stay open this long (so load balancers
     # polling /readyz stop sending first), then close. Kubernetes' readiness period is 10 s.
     drain_delay_s: float = 0.0
+    # Freeze the heap after each table install, so the cycle collector never rescans a table
+    # (gateway.frozen_tables). Process-wide, so only the gateway commands turn it on.
+    freeze_tables: bool = False

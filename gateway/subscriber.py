@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import random
@@ -47,7 +48,9 @@ from pathlib import Path
 
 import aiohttp
 
+from gateway import frozen_tables
 from gateway.errors import GatewayError
+from gateway.frozen_tables import FrozenTables
 from gateway.sink import TableSink
 from policies import delta
 from policies import snapshot as wire
@@ -98,9 +101,12 @@ class SubscriberStatus:
 class Subscriber:
     """Owns the poll loop for one gateway process. Run it with `run()` until cancelled."""
 
-    def __init__(self, settings: SubscriberSettings, sink: TableSink) -> None:
+    def __init__(
+        self, settings: SubscriberSettings, sink: TableSink, *, frozen: FrozenTables | None = None
+    ) -> None:
         self.settings = settings
         self._sink = sink
+        self._frozen = frozen  # freezes each table it decodes (gateway.frozen_tables)
         self._applied = 0
         self._source: str | None = None
         self._received = 0
@@ -243,7 +249,8 @@ class Subscriber:
         try:
             if held is None or held[1].checksum != base:
                 raise ValueError(f"it applies to {base[:12]}, not to the table held")
-            table, digests = await asyncio.to_thread(delta.apply_delta, held[0], held[1], body)
+            apply = functools.partial(delta.apply_delta, held[0], held[1], body)
+            table, digests = await asyncio.to_thread(frozen_tables.build, self._frozen, apply)
         except (PolicyError, ValueError, KeyError, TypeError) as exc:
             self._delta_failures += 1
             self._want_full = True
@@ -276,7 +283,8 @@ class Subscriber:
     async def _accept(self, body: bytes, *, source: str, announced: str = "") -> bool:
         """Verify `body`, hand it to the sink, cache it. False when refused."""
         try:
-            table, digests = await asyncio.to_thread(decode_digested, body)
+            decode = functools.partial(decode_digested, body)
+            table, digests = await asyncio.to_thread(frozen_tables.build, self._frozen, decode)
         except (PolicyError, ValueError, KeyError, TypeError) as exc:
             if announced.isdigit():
                 self._received = int(announced)
