@@ -11,7 +11,10 @@ batches' thread CPU time (`time.thread_time_ns`), which leaves out the time othe
 the core on a shared machine. Batches alternate between the tables, so a busy machine slows every
 size alike and the ratio between sizes stays meaningful. Compile time is the best of three (wall
 and thread CPU time); the host entries' path indexes are built on their first lookup, so their
-build time is reported on its own ("index s", every entry of the table).
+build time is reported on its own ("index s", every entry of the table). Likewise a rule keeps
+the decisions it made by path, so before the timed batches every (host, route) pair gets one
+request of each kind, shuffled, timed apart ("first µs"): the timed batches measure the steady
+state a gateway reaches after the first request for each rule and path, not those first requests.
 
 `candidates` is the mean number of rules a request's path index hands to the matcher (the rules
 whose path may hold): the work per decision, which should not grow with the table. One more row,
@@ -119,19 +122,39 @@ def requests(by_host: dict[int, list[int]], count: int, rng: random.Random) -> l
     hosts = sorted(by_host)
     for _ in range(count):
         h = hosts[rng.randrange(len(hosts))]
-        base = f"/r{rng.choice(by_host[h])}"
-        kind = rng.random()
-        method, headers, path = "GET", {}, f"{base}/api/items/{rng.randrange(1000)}"
-        if kind < 0.05:
-            path = f"/nowhere/{rng.randrange(1000)}"
-        elif kind < 0.25:
-            path = f"{base}/healthz"
-        elif kind < 0.40:
-            method, path = "POST", f"{base}/orders"
-        elif kind < 0.50:
-            headers, path = {"x-canary": "on", "accept": "*/*"}, f"{base}/profile"
-        query = "page=2&sort=asc" if kind > 0.9 else ""
-        out.append(RequestHead(method, hostname(h), path, query, headers))
+        out.append(request(h, rng.choice(by_host[h]), rng.random(), rng))
+    return out
+
+
+def request(host: int, route: int, kind: float, rng: random.Random) -> RequestHead:
+    """A request to `host` for `route`'s paths; `kind` in [0, 1) picks which (see `KINDS`)."""
+    base = f"/r{route}"
+    method, headers, path = "GET", {}, f"{base}/api/items/{rng.randrange(1000)}"
+    if kind < 0.05:
+        path = f"/nowhere/{rng.randrange(1000)}"
+    elif kind < 0.25:
+        path = f"{base}/healthz"
+    elif kind < 0.40:
+        method, path = "POST", f"{base}/orders"
+    elif kind < 0.50:
+        headers, path = {"x-canary": "on", "accept": "*/*"}, f"{base}/profile"
+    query = "page=2&sort=asc" if kind > 0.9 else ""
+    return RequestHead(method, hostname(host), path, query, headers)
+
+
+KINDS = (0.0, 0.1, 0.3, 0.45, 0.6, 0.95)  # one of each: 404, Exact, POST, header, split, query
+
+
+def first_requests(by_host: dict[int, list[int]], rng: random.Random) -> list[RequestHead]:
+    """One request of every kind to every (host, route) pair, shuffled: after them, every rule
+    and path the timed requests use has been seen once (see `warm_up`)."""
+    out = [
+        request(h, route, kind, rng)
+        for h, routes in by_host.items()
+        for route in routes
+        for kind in KINDS
+    ]
+    rng.shuffle(out)
     return out
 
 
@@ -181,6 +204,7 @@ class Prepared:
     by_host: dict[int, list[int]]
     batches_ns: list[float] = dataclasses.field(default_factory=list)  # per decision, wall
     batches_cpu_ns: list[float] = dataclasses.field(default_factory=list)  # thread CPU time
+    first_ns: list[float] = dataclasses.field(default_factory=list)  # `warm_up`, per decision
     outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
     candidates: list[int] = dataclasses.field(default_factory=list)
 
@@ -212,6 +236,25 @@ def run_batch(prepared: Prepared, count: int) -> None:
         prepared.candidates.append(0 if entry is None else len(entry.path_index().items(head.path)))
 
 
+def warm_up(prepared: Prepared, batch: int) -> None:
+    """Decide `first_requests` in batches, timed apart as the first-request cost.
+
+    A rule keeps the decisions it has made by path (`policies.matching.decide`), so the first
+    request for a rule and path costs more than the ones after it: a one-time cost per path, like
+    the path index (`index s`), that a gateway pays once per table and path, not per request.
+    The steady state is what the timed batches measure; this is the cost before it.
+    """
+    heads = first_requests(prepared.by_host, prepared.rng)
+    decide, compiled = matching.decide, prepared.table
+    for start in range(0, len(heads), batch):
+        chunk = heads[start : start + batch]
+        rolls = [prepared.rng.random() for _ in chunk]
+        start_ns = time.perf_counter_ns()
+        for head, roll in zip(chunk, rolls, strict=True):
+            decide(compiled, head, roll=roll)
+        prepared.first_ns.append((time.perf_counter_ns() - start_ns) / len(chunk))
+
+
 def summary(prepared: Prepared) -> dict[str, object]:
     hosts = prepared.table.hosts.values()
     return {
@@ -226,6 +269,8 @@ def summary(prepared: Prepared) -> dict[str, object]:
         "decide_median_us": statistics.median(prepared.batches_ns) / 1000,
         "decide_cpu_median_us": statistics.median(prepared.batches_cpu_ns) / 1000,
         "decide_p90_batch_us": statistics.quantiles(prepared.batches_ns, n=10)[-1] / 1000,
+        "first_request_median_us": statistics.median(prepared.first_ns) / 1000,
+        "first_requests": sum(len(routes) for routes in prepared.by_host.values()) * len(KINDS),
         "outcomes": prepared.outcomes,
     }
 
@@ -239,12 +284,8 @@ def main() -> None:
     load_before = os.getloadavg()
     prepared = [prepare(size, seed=args.seed) for size in SIZES]
     prepared.append(prepare(SIZES[-1], seed=args.seed, hot_hosts=HOT_HOSTS))
-    for p in prepared:  # warm-up, not recorded
-        run_batch(p, args.batch)
-        p.batches_ns.clear()
-        p.batches_cpu_ns.clear()
-        p.outcomes.clear()
-        p.candidates.clear()
+    for p in prepared:
+        warm_up(p, args.batch)
     # Batches alternate between the tables so that a noisy neighbour slows every size alike.
     for _ in range(args.batches):
         for p in prepared:
@@ -271,13 +312,14 @@ def main() -> None:
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"{'routes':>17} {'rules/host':>10} {'candidates':>10} {'compile s':>9} {'index s':>8} "
-        f"{'decide µs':>9} {'cpu µs':>7} {'p90 µs':>7}"
+        f"{'decide µs':>9} {'cpu µs':>7} {'p90 µs':>7} {'first µs':>8}"
     )
     for p, row in zip(prepared, rows, strict=True):
         print(
             f"{p.label:>17} {row['rules_per_host']:>10.1f} {row['candidates_per_request']:>10.2f} "
             f"{row['compile_s']:>9.3f} {row['index_s']:>8.3f} {row['decide_median_us']:>9.2f} "
-            f"{row['decide_cpu_median_us']:>7.2f} {row['decide_p90_batch_us']:>7.2f}"
+            f"{row['decide_cpu_median_us']:>7.2f} {row['decide_p90_batch_us']:>7.2f} "
+            f"{row['first_request_median_us']:>8.2f}"
         )
     worst = max(wall[: len(SIZES)])
     ratio, cpu_ratio = wall[len(SIZES) - 1] / wall[0], cpu[len(SIZES) - 1] / cpu[0]
