@@ -13,8 +13,9 @@ So the gateway moves every object the collector tracks into its permanent genera
 back on (`build`: the subscriber decodes snapshots and applies deltas in a worker thread, and
 the first allocation after a decode with the collector on would start a collection over the
 whole new table), and again when the gateway installs it (`Gateway.swap`, for tables built
-elsewhere, as `fleetgate run` compiles them). Later collections scan only what was allocated
-since. The price: an object alive at an install that later dies in a reference cycle
+elsewhere: `fleetgate run` compiles them in process, and there one young collection may still
+traverse a new table between its compile and its install). Later collections scan only what was
+allocated since. The price: an object alive at an install that later dies in a reference cycle
 (a closed connection's exception and traceback, say) is not freed while it stays frozen. That
 garbage is bounded in time: on the first install `full_every_s` after the last full collection,
 the frozen objects are put back (`gc.unfreeze`), collected once, and frozen again: one pause
