@@ -16,6 +16,7 @@ import collections
 import contextlib
 import dataclasses
 import os
+import random
 import re
 import socket
 import sys
@@ -46,12 +47,39 @@ TOKENS = {
 }
 
 
+_given_ports: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (bound to 0, then released)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-    return port
+    """A port nothing is bound to right now, for a child process to listen on.
+
+    Chosen below the kernel's ephemeral range: a port taken from that range (bound to 0, then
+    released) could be handed to another test's bind to port 0 before the child binds it, and
+    the child would fail with "address in use" (seen once in a fresh clone's run). Ports below the
+    range are only ever taken by an explicit bind. Never the same port twice in a process.
+    """
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(low // 2, low)
+        if port in _given_ports:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
+    raise RuntimeError(f"no free port below {low} on {host}")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 when it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def policies(
