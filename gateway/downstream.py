@@ -15,24 +15,15 @@ After an `Upgrade` request the connection only relays raw bytes once the upstrea
 
 Limits (GatewaySettings, docs/THREAT_MODEL.md): a head over `max_header_bytes` or with more than
 `max_headers` fields is 431; a body over `max_body_bytes` is 413 (at the head for Content-Length,
-mid-stream for chunked); a head not complete `header_timeout_s` after its first byte is 408 (a
-connection that sends nothing that long after accept is closed); connections over
-`max_downstream_connections` are closed at accept. X-Forwarded-For/-Proto/-Host are believed
-only from `trusted_proxies`; headers named `x-gateway-*`/`x-fleetgate-*` are dropped.
-
-Closing while the client may still be sending (a refusal, or an upstream that answered before
-the request body ended) is a lingering close, as nginx does: on Linux, closing a socket with
-unread bytes sends a reset, and a reset can destroy the response in the client's receive
-buffer before the client reads it. So the gateway half-closes after the response, reads and
-drops what still arrives, and closes when the client does, or after `lingering_time_s` in all
-or `lingering_timeout_s` of silence.
+mid-stream for chunked); connections over `max_downstream_connections` are closed at accept.
+X-Forwarded-For/-Proto/-Host are believed only from `trusted_proxies` (gateway.listeners);
+headers named `x-gateway-*`/`x-fleetgate-*` are dropped. The head timeout (408), idle limits
+and the lingering close are in gateway.deadlines.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
 from collections import deque
 from typing import cast
@@ -41,50 +32,23 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from gateway import headers as h
 from gateway.context import ProxyContext
+from gateway.deadlines import linger
 from gateway.errors import REASONS
 from gateway.exchange import (
     BODY_CHUNKED,
     BODY_LENGTH,
     DISCARD_BODY_BYTES,
-    INF,
     PAUSE_DONE,
     PAUSE_PIPELINE,
     PAUSE_UPSTREAM,
     Exchange,
 )
+from gateway.listeners import BoundListener, trusted_peer
 
 log = logging.getLogger(__name__)
 
 _KINDS = h.REQUEST_KINDS
 _SPECIAL = h.REQUEST_SPECIAL
-
-
-class BoundListener:
-    """What a connection needs to know about the listener that accepted it."""
-
-    __slots__ = ("forwarded", "host", "port", "scheme")
-
-    def __init__(self, host: str, port: int, scheme: str) -> None:
-        self.host = host
-        self.port = port  # the bound port (known after binding when configured as 0)
-        self.scheme = scheme
-        self.forwarded = b"\r\nX-Forwarded-Proto: " + scheme.encode() + b"\r\n"
-
-
-@functools.lru_cache(maxsize=8)
-def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
-
-
-def trusted_peer(peer: str, cidrs: tuple[str, ...]) -> bool:
-    """Whether `peer` (an IP address) lies in one of `cidrs` (GatewaySettings.trusted_proxies)."""
-    if not cidrs:
-        return False
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(address in net for net in _networks(cidrs))
 
 
 class _StopParsing(Exception):
@@ -155,7 +119,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._body_bytes = 0
         self._admitted = False  # counted among the open connections (under the cap)
         self._fresh = True  # no request started yet
-        self._linger_until = 0.0  # lingering close: closed by then at the latest (0: not)
+        self._linger_until = 0.0  # gateway.deadlines.linger: closed by then (0: not)
         self.trusted = False  # the peer is a trusted proxy: its X-Forwarded-* are kept
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
@@ -421,13 +385,13 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         if ex.close_after or ctx.draining or ex.upgrade is not None:
             if ex.bad is not None or not ex.request_done:
-                self.linger()  # the client may still be sending
+                linger(self)  # the client may still be sending
             else:
                 self.close()
             return
         if not ex.request_done:
             if ex.body == BODY_CHUNKED or ex.content_length > DISCARD_BODY_BYTES:
-                self.linger()  # not worth reading a long request body nobody will use
+                linger(self)  # not worth reading a long request body nobody will use
             # else the rest of the request is read and dropped; on_message_complete moves on
             return
         self._advance()
@@ -477,24 +441,6 @@ class DownstreamProtocol(asyncio.Protocol):
             self._linger_until = 0.0
             self.transport.close()
 
-    def linger(self) -> None:
-        """Close without a reset destroying the response: half-close once the response is
-        flushed, then read and drop until the client closes or the lingering time is over."""
-        if self.closing:
-            return
-        transport = self.transport
-        self.closing = True
-        self._broken = True  # whatever arrives now is dropped unparsed
-        self._held = None
-        self._linger_until = self.ctx.now + self.ctx.settings.lingering_time_s
-        self.last_seen = self.ctx.now
-        if transport.can_write_eof():
-            transport.write_eof()  # FIN after the buffered response: the client sees the end
-        # A TLS transport cannot half-close; it still reads and drops, and the response is
-        # already complete by its framing (`Connection: close` with a length).
-        self._paused = 0
-        transport.resume_reading()
-
     def _too_large(self) -> None:
         self._refuse("headers_too_large")
         raise _StopParsing
@@ -524,41 +470,3 @@ class DownstreamProtocol(asyncio.Protocol):
             self._queue.append(bad)
         else:
             self._queue = deque((bad,))
-
-    # -- timers --------------------------------------------------------------------------------
-
-    def check(self, now: float) -> None:
-        """Deadlines and idle limits, called by the gateway's tick."""
-        if self._linger_until:
-            # A drain does not wait for lingering clients: their answer went out already.
-            if (
-                now >= self._linger_until
-                or now - self.last_seen > self.ctx.settings.lingering_timeout_s
-                or self.ctx.draining
-            ):
-                self.close()
-            return
-        ex = self._active
-        if ex is None:
-            settings = self.ctx.settings
-            head = self._ex
-            if now - self._head_since > settings.header_timeout_s:
-                if head is None and self._fresh:
-                    self.close()  # connected, never sent a byte: nothing to answer
-                    return
-                if head is not None and not head.parsed and not self._broken:
-                    self._refuse("request_timeout")  # slowloris: 408 and close
-                    return
-            # Idle between requests (or stalled inside a body): closed after downstream_idle_s.
-            if now - self.last_seen > settings.downstream_idle_s or (
-                self.ctx.draining and self._ex is None
-            ):
-                self.close()
-            return
-        if now >= ex.deadline:
-            ex.timed_out()
-        elif ex.idle_s < INF:
-            up = ex.up
-            last = self.last_seen if up is None else max(self.last_seen, up.last_seen)
-            if now - last > ex.idle_s:
-                ex.timed_out()

@@ -18,10 +18,12 @@ from typing import Any
 
 from gateway.context import ExchangeObserver, ProxyContext
 from gateway.counters import Counters
-from gateway.downstream import BoundListener, DownstreamProtocol
+from gateway.deadlines import check_downstream
+from gateway.downstream import DownstreamProtocol
 from gateway.frozen_tables import FrozenTables
 from gateway.health import HealthMonitor
 from gateway.limits import Limits
+from gateway.listeners import BoundListener
 from gateway.mirroring import Mirrors
 from gateway.routing import AllHealthy, BalancingPicker, EndpointPicker, HealthView, Router
 from gateway.settings import GatewaySettings
@@ -216,7 +218,7 @@ class Gateway:
     def _check(self, now: float) -> None:
         self.ctx.now = now
         for down in list(self.ctx.downstreams):
-            down.check(now)
+            check_downstream(down, now)
         self.ctx.mirrors.check(now)
         if self.health is not None:
             self.health.sweep(now)
