@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -81,10 +82,14 @@ class Reconciler:
         settings: ReconcileSettings | None = None,
         *,
         wall_clock: Callable[[], float] = time.time,
+        build_with: Callable[[Callable[[], Built]], Built] | None = None,
     ) -> None:
         self.settings = settings or ReconcileSettings()
         self._publisher = publisher
         self._wall_clock = wall_clock
+        # Runs each compile (in the worker thread): a process that serves the tables it compiles
+        # passes one that freezes them before the collector is back on (gateway.frozen_tables).
+        self._build_with = build_with or _call
         self._policies: PolicySet | None = None
         self._refused: Refused = frozenset()
         self._observed = Inventory(endpoints={})
@@ -219,10 +224,10 @@ class Reconciler:
             self._static = (policies, tables.inventory_from_clusters(policies.clusters))
         inventory = _merged(self._static[1], inputs[2])
         try:
-            built, incremental = await asyncio.to_thread(
-                _build, self._compiler, policies, inputs[1], inventory, version,
-                last_checksum,
-            )  # fmt: skip
+            build = functools.partial(
+                _build, self._compiler, policies, inputs[1], inventory, version, last_checksum
+            )
+            built, incremental = await asyncio.to_thread(self._build_with, build)
         except PolicyError as exc:
             self._failures += 1
             self._last_error = str(exc)
@@ -259,6 +264,13 @@ def _merged(static: Inventory, observed: Inventory) -> Inventory:
     return Inventory(endpoints={**static.endpoints, **observed.endpoints})
 
 
+Built = tuple[Snapshot | None, bool]
+
+
+def _call(build: Callable[[], Built]) -> Built:
+    return build()
+
+
 def _build(
     compiler: Compiler,
     policies: PolicySet,
@@ -266,7 +278,7 @@ def _build(
     inventory: Inventory,
     version: int,
     last_checksum: str | None,
-) -> tuple[Snapshot | None, bool]:
+) -> Built:
     """Compile and encode (worker thread; inputs are frozen): (the snapshot, None when the content
     is unchanged; whether the compile was incremental)."""
     compiled = compiler.compile(policies, inventory, version=version, refused=refused)

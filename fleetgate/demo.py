@@ -173,6 +173,7 @@ async def demo(args: argparse.Namespace, live: Path) -> int:
             debounce_s=settings.debounce_s,
             releases=settings.releases.settings,
             dns=settings.dns,
+            freeze_tables=True,
         )
         if not await pipeline.start("fleetgate demo"):
             return 1

@@ -9,6 +9,7 @@ It also answers the status they serve: `/status` (`status`, `dns_status`) and `/
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ from controller.observations import Observations
 from controller.publishing import Publisher, PublishSettings
 from controller.reconcile import Reconciler, ReconcileSettings, merge_inventory
 from controller.releases import ReleaseRunner, ReleaseSettings
+from gateway import frozen_tables
+from gateway.frozen_tables import FrozenTables
 from gateway.metrics import ReloadStats
 from gateway.replica import Feeder
 from policies.model import Origin, PolicySet, Problem, Severity
@@ -60,12 +63,17 @@ class PolicyPipeline:
         publish: PublishSettings | None = None,
         releases: ReleaseSettings | None = None,
         dns: DnsSettings | None = None,
+        freeze_tables: bool = False,
     ) -> None:
         releases = releases or ReleaseSettings()
         self.publisher = Publisher(publish)
+        # `fleetgate run` and `demo` serve the tables they compile: each is frozen as it is built
+        # (gateway.frozen_tables), as a gateway freezes the tables it decodes.
+        frozen = FrozenTables() if freeze_tables else None
         self.reconciler = Reconciler(
             self.publisher,
             ReconcileSettings(debounce_s=debounce_s, max_delay_s=max(2.0, 4 * debounce_s)),
+            build_with=None if frozen is None else functools.partial(frozen_tables.build, frozen),
         )
         # Built-in analysis scrapes these; `fleetgate run` points it at its own admin port.
         # Without a static list: what the live gateways report when they poll.

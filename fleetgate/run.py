@@ -208,6 +208,7 @@ async def serve(settings: RunSettings, *, stop: asyncio.Event | None = None) -> 
         debounce_s=settings.debounce_s,
         releases=settings.releases.settings,
         dns=settings.dns,
+        freeze_tables=True,
     )
     if not await pipeline.start("fleetgate run"):
         return 1

@@ -12,20 +12,21 @@ So the gateway moves every object the collector tracks into its permanent genera
 (`gc.freeze`, a list splice: microseconds) as soon as a table is built, before the collector is
 back on (`build`: the subscriber decodes snapshots and applies deltas in a worker thread, and
 the first allocation after a decode with the collector on would start a collection over the
-whole new table), and again when the gateway installs it (`Gateway.swap`, for tables built
-elsewhere: `fleetgate run` compiles them in process, and there one young collection may still
-traverse a new table between its compile and its install). Later collections scan only what was
-allocated since. The price: an object alive at an install that later dies in a reference cycle
-(a closed connection's exception and traceback, say) is not freed while it stays frozen. That
+whole new table; `fleetgate run` and `demo` compile theirs through `build` too, in
+`fleetgate.pipeline`), and again when the gateway installs it (`Gateway.swap`, whatever built
+it). Later collections scan only what was allocated since.
+
+The price: an object alive at an install that later dies in a reference cycle (a closed
+connection's exception and traceback, say) is not freed while it stays frozen. That
 garbage is bounded in time: on the first install `full_every_s` after the last full collection,
 the frozen objects are put back (`gc.unfreeze`), collected once, and frozen again: one pause
 every ten minutes by default instead of several after every table. Counting the frozen objects
 to decide would cost more than the collection saves (`gc.get_freeze_count` walks the whole list:
 25 ms for a 10,000-route table), hence a clock.
 
-This is process-wide state, so only the gateway processes turn it on (`GatewaySettings
-.freeze_tables`, set by `fleetgate gateway` and `fleetgate run`), never a library user or a test
-process by default.
+This is process-wide state, so only the processes that serve tables turn it on
+(`GatewaySettings.freeze_tables` and `PolicyPipeline(freeze_tables=True)`, set by `fleetgate
+gateway`, `run` and `demo`), never a library user or a test process by default.
 """
 
 from __future__ import annotations
