@@ -5,8 +5,9 @@ its transport.
 Deadlines: a head not complete `header_timeout_s` after its first byte is refused with 408 (a
 connection that sends nothing that long after accept is closed); a connection idle between
 requests longer than `downstream_idle_s` is closed; a request past its deadline or idle timeout
-(the route's) times out; during a drain, a connection with no request in progress is closed at
-the next tick, and so is a lingering one.
+(the route's) times out (`gateway.upstream_failures.handle_timeout`: a retry, else 504); during a
+drain, a connection with no request in progress is closed at the next tick, and so is a
+lingering one.
 
 Closing while the client may still be sending (a refusal, or an upstream that answered before
 the request body ended) is a lingering close, as nginx does: on Linux, closing a socket with
@@ -27,6 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway.exchange import INF
+from gateway.upstream_failures import handle_timeout
 
 if TYPE_CHECKING:
     from gateway.downstream import DownstreamProtocol
@@ -80,9 +82,9 @@ def check_downstream(down: DownstreamProtocol, now: float) -> None:
             down.close()
         return
     if now >= ex.deadline:
-        ex.timed_out()
+        handle_timeout(ex)
     elif ex.idle_s < INF:
         up = ex.up
         last = down.last_seen if up is None else max(down.last_seen, up.last_seen)
         if now - last > ex.idle_s:
-            ex.timed_out()
+            handle_timeout(ex)

@@ -44,6 +44,7 @@ from gateway.exchange import (
     Exchange,
 )
 from gateway.listeners import BoundListener, trusted_peer
+from gateway.replies import abort, reply
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class DownstreamProtocol(asyncio.Protocol):
         active = self._active
         if active is not None:
             self._active = None
-            active.abort()
+            abort(active)
         self._queue = None
 
     def eof_received(self) -> bool | None:
@@ -457,7 +458,7 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.bad = reason
             ex.keep_alive = False
             if ex is self._active:
-                ex.reply(REASONS[reason], reason)
+                reply(ex, REASONS[reason], reason)
             return
         bad = Exchange(self)
         bad.bad = reason

@@ -5,8 +5,9 @@ Life of an exchange: the downstream protocol creates it when a request starts an
 request head; once it is first in line on its connection (`start`), it is decided against the
 live table, bound to an upstream connection and its body streamed; the upstream connection
 relays the response through `deliver` and ends it with `response_complete`. Any failure ends
-it with exactly one local reply (`reply`), or, once response bytes have gone to the client,
-by closing the client connection (the only honest signal left).
+it with exactly one local reply (`gateway.replies.reply`), or, once response bytes have gone to
+the client, by closing the client connection (the only honest signal left). Upstream failures
+(connect, loss, protocol error, timeout) are handled in `gateway.upstream_failures`.
 
 Request bodies are written to the upstream as they arrive (re-chunked when the client sent them
 chunked). Before an upstream connection exists, body bytes wait in `pending` and the client
@@ -15,7 +16,6 @@ connection stops reading, so at most one read's worth is buffered.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -24,10 +24,15 @@ from httptools import HttpParserInvalidURLError, parse_url
 from gateway import affinity, retrying, upstreams
 from gateway import headers as h
 from gateway.errors import REASONS, UpstreamConnectError
+from gateway.replies import redirect, reply
 from gateway.routing import HeaderView
+from gateway.upstream_failures import (
+    handle_connect_failure,
+    handle_protocol_error,
+    handle_upstream_loss,
+)
 from policies.matching import Decision, Forward, Redirect, RequestHead
 from policies.model import HeaderModifier
-from policies.retries import Failure
 from policies.table import Endpoint
 
 if TYPE_CHECKING:
@@ -46,10 +51,6 @@ PAUSE_DONE = 8  # no more requests will be read on this connection
 # A request body still to come is read and dropped after a local reply if it is at most this
 # long; a longer or chunked one makes the reply say `Connection: close` instead.
 DISCARD_BODY_BYTES = 64 * 1024
-
-# RFC 9110 §9.2.2; a reused connection that dies before any response byte is retried once only
-# for these, and only without a body (RFC 9112 §9.3.1.1).
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH")}
 
 
@@ -170,7 +171,7 @@ class Exchange:
     def start(self) -> None:
         """Decide this exchange (now first in line on its connection) and act on the decision."""
         if self.bad is not None:
-            self.reply(REASONS.get(self.bad, 400), self.bad)
+            reply(self, REASONS.get(self.bad, 400), self.bad)
             return
         down = self.down
         target = self.target
@@ -184,7 +185,7 @@ class Exchange:
             except HttpParserInvalidURLError:
                 url = None
             if url is None or not url.host:
-                self.reply(400, "bad_request")
+                reply(self, 400, "bad_request")
                 return
             path, query = url.path or b"/", url.query or b""
             self.host = url.host + (b":%d" % url.port if url.port else b"")
@@ -205,9 +206,9 @@ class Exchange:
         if isinstance(decision, Forward):
             self._forward(decision, head, text_path, query)
         elif isinstance(decision, Redirect):
-            self._redirect(decision)
+            redirect(self, decision)
         else:
-            self.reply(decision.status, decision.reason)
+            reply(self, decision.status, decision.reason)
 
     def _head(self, host: str, path: str, query: bytes) -> RequestHead:
         """The request as `policies.matching` sees it."""
@@ -232,7 +233,7 @@ class Exchange:
             fwd, key, minted = affinity.stick(fwd, head)  # sticky backend, cluster, endpoint
         endpoint = ctx.router.pick(fwd.backend, fwd.settings, key)
         if endpoint is None:
-            self.reply(503, "no_healthy_backend")
+            reply(self, 503, "no_healthy_backend")
             return
         if not ctx.limits.admit(self, fwd, ctx.now):
             return  # replied 429 rate_limited or 503 circuit_open
@@ -297,19 +298,6 @@ class Exchange:
         parts.append(b"\r\n")
         return b"".join(parts)
 
-    def _redirect(self, redirect: Redirect) -> None:
-        extra: list[bytes] = []
-        if redirect.response_headers:
-            extra = h.apply_modifiers(extra, redirect.response_headers)
-        close = self._must_close()
-        self.status = redirect.status
-        self._end_locally(
-            h.redirect_reply(
-                redirect.status, redirect.location.encode("latin-1"), close=close, extra=extra
-            ),
-            close,
-        )
-
     # -- request body from the client ----------------------------------------------------------
 
     def body_chunk(self, chunk: bytes) -> None:
@@ -364,11 +352,7 @@ class Exchange:
             conn.transport.pause_reading()
 
     def connect_failed(self, error: UpstreamConnectError) -> None:
-        pool = self.pool
-        if self.finished or pool is None or pool.address != error.address or self.up is not None:
-            return  # a connect of an attempt that a retry replaced
-        if not retrying.failed(self, Failure.CONNECT_FAILURE):
-            self.reply(error.status, error.reason)
+        handle_connect_failure(self, error)
 
     def deliver(self, data: bytes) -> None:
         self.sent = self.responding  # interim 1xx bytes do not count: a final reply may follow
@@ -391,50 +375,19 @@ class Exchange:
             self.responding = False
             status, self.status = self.status, 0
             if not retrying.failed(self, status=status):
-                self.reply(status, "upstream_status")
+                reply(self, status, "upstream_status")
             return
         self.finished = True
         retrying.succeeded(self, self.down.ctx.now)
-        self._settle()
+        self.settle()
         self.down.exchange_done(self)
 
     def upstream_lost(self, conn: UpstreamConnection) -> None:
         """The upstream connection closed before the response was complete."""
-        self.up = None
-        if self.finished:
-            return
-        ctx = self.down.ctx
-        if self.sent:
-            self.abort_client()
-            return
-        if (
-            conn.uses > 1
-            and not conn.received
-            and not self.retried
-            and self.body == BODY_NONE
-            and self.method in IDEMPOTENT
-            and self.endpoint is not None
-            and self.forward is not None
-        ):
-            # A reused keep-alive connection the upstream had closed just as we sent on it (the
-            # stale keep-alive race): resend once on a new connection. Only a bodiless idempotent
-            # request, so a request the upstream did see cannot do harm twice.
-            self.retried = True
-            ctx.counters.upstream_stale_retries += 1
-            ctx.pools.send(
-                self, self.endpoint, self.forward.settings.timeouts.connect_s, fresh=True
-            )
-            return
-        ctx.counters.upstream_reset += 1
-        if not retrying.failed(self, Failure.RESET):
-            self.reply(502, "upstream_reset")
+        handle_upstream_loss(self, conn)
 
     def protocol_error(self) -> None:
-        up = self.up
-        if up is not None:
-            self.up = None
-            up.detach()
-        self.reply(502, "upstream_protocol_error")
+        handle_protocol_error(self)
 
     def upgraded(self) -> None:
         self.deadline = INF
@@ -450,42 +403,10 @@ class Exchange:
         self.down.resume(PAUSE_UPSTREAM)
 
     # -- endings -------------------------------------------------------------------------------
+    # Local replies and aborts (gateway.replies) end an exchange through these too.
 
-    def timed_out(self) -> None:
-        ctx = self.down.ctx
-        ctx.counters.upstream_timeouts += 1
-        if ctx.now < self.overall and retrying.failed(self, Failure.TIMEOUT):
-            return
-        self.reply(504, "upstream_timeout")
-
-    def reply(self, status: int, reason: str, extra: Sequence[bytes] = ()) -> None:
-        """End the exchange with a local reply: the one way every failure reaches the client."""
-        if self.finished:
-            return
-        if self.sent:
-            self.abort_client()
-            return
-        up = self.up
-        if up is not None:
-            self.up = None
-            up.detach()
-        self.down.ctx.counters.count_reply(reason)
-        self.status = status
-        self.reason = reason
-        close = self._must_close()
-        if self.request_id is None:
-            self.request_id = self.down.ctx.new_request_id()
-        data = h.local_reply(
-            status,
-            reason,
-            close=close,
-            request_id=self.request_id,
-            head=self.head_request,
-            extra=extra,
-        )
-        self._end_locally(data, close)
-
-    def _must_close(self) -> bool:
+    def must_close(self) -> bool:
+        """Whether a reply sent now must close the client connection (the request's rest unread)."""
         if not self.keep_alive or self.bad is not None or self.down.ctx.draining:
             return True
         if self.upgrade is not None:
@@ -499,35 +420,23 @@ class Exchange:
         )
         return unread_body
 
-    def _end_locally(self, data: bytes, close: bool) -> None:
+    def end_locally(self, data: bytes, close: bool) -> None:
+        """Send a reply made here (never relayed) and end the exchange with it."""
         self.close_after = close
         self.finished = True
         if self.pending is not None:
             self.pending = None
             self.down.resume(PAUSE_BODY)
-        self._settle()
+        self.settle()
         self.deliver(data)
         self.down.exchange_done(self)
-
-    def abort(self) -> None:
-        """The client connection is gone: release the upstream side, never reuse it."""
-        self.finished = True
-        self.mirror_targets = None
-        self.let_go()
-        self._settle()
-
-    def abort_client(self) -> None:
-        """Response bytes already went out: closing the client connection is all that is left."""
-        self.let_go()
-        self.finished = True
-        self._settle()
-        self.down.close()
 
     def let_go(self) -> None:
         """Give up the upstream side mid-exchange (`upstreams.let_go`); retries then pick anew."""
         upstreams.let_go(self)
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
+        """Release what the exchange holds (pool slot, retry state): every ending calls it."""
         pool = self.pool
         if pool is not None:
             self.pool = None

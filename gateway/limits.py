@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from gateway.counters import Counters
+from gateway.replies import reply
 from policies import limits
 from policies.limits import Bucket, Thresholds
 from policies.matching import Forward
@@ -74,13 +75,13 @@ class Limits:
             if not allowed:
                 self.counters.quota_rejections += 1
                 retry_after = limits.retry_after_header(wait_s).encode()
-                ex.reply(429, "rate_limited", (b"retry-after: " + retry_after + b"\r\n",))
+                reply(ex, 429, "rate_limited", (b"retry-after: " + retry_after + b"\r\n",))
                 return False
         backend = fwd.backend.id
         active = self._in_flight.get(backend, 0)
         if limits.admit_request(self.thresholds, active_requests=active) is not None:
             self.counters.circuit_open += 1
-            ex.reply(503, "circuit_open")
+            reply(ex, 503, "circuit_open")
             return False
         self._in_flight[backend] = active + 1
         if quotas:
