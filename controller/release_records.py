@@ -19,8 +19,9 @@ from controller.publishing import Publisher, Rollout
 from controller.rollbacks import PolicyHistories, decode_revision, encode_revision
 from controller.statefile import StateFileError
 from policies import overlays
-from policies.model import Release, Step
+from policies.model import Release
 from policies.release_state import PauseReason, ReleaseState
+from policies.releases import describe_step
 from policies.revisions import History
 
 
@@ -185,21 +186,6 @@ def _pause_until(spec: Release, state: ReleaseState) -> float | None:
     if pause_s is None or math.isinf(pause_s):
         return None
     return state.step_applied_at + pause_s
-
-
-def describe_step(step: Step) -> str:
-    """A step as one phrase, as the CLI lists it."""
-    if step.set_weight is not None:
-        return f"setWeight {step.set_weight}"
-    if step.pause_s is not None:
-        return "pause" if math.isinf(step.pause_s) else f"pause {step.pause_s:g}s"
-    if step.set_header_route is not None:
-        route = step.set_header_route
-        name = route.header or f"cookie {route.cookie}"
-        return f"setHeaderRoute {name}={route.value}"
-    if step.set_mirror_percent is not None:
-        return f"setMirror {step.set_mirror_percent:g}%"
-    return "analysis" if step.analysis else "(empty)"
 
 
 def _rollout(rollout: Rollout | None) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ import datetime
 import math
 
 from policies import analysis, revisions
-from policies.model import Release, Step
+from policies.model import Release, Step, ValueKind
 from policies.release_state import (
     ANALYSIS_FAILED,
     CONTROLLER,
@@ -362,14 +362,14 @@ def _enter(change: _Change, index: int) -> None:
     if step.set_mirror_percent is not None:
         fields["mirror_percent"] = step.set_mirror_percent
     change.overlay(
-        f"step {index + 1}/{len(spec.steps)}: {_describe(step)}",
+        f"step {index + 1}/{len(spec.steps)}: {describe_step(step)}",
         step_index=index,
         step_entered_at=change.now,
         step_applied_at=None,
         phase=Phase.PROGRESSING,
         pause_reason=None,
         tally=Tally(),
-        message=f"step {index + 1}/{len(spec.steps)}: {_describe(step)}",
+        message=f"step {index + 1}/{len(spec.steps)}: {describe_step(step)}",
         **fields,
     )
 
@@ -415,13 +415,19 @@ def _abort(change: _Change, reason: str, message: str, *, immediate: bool) -> No
     )
 
 
-def _describe(step: Step) -> str:
+def describe_step(step: Step) -> str:
+    """A step as one phrase: the Release status message and the CLI's step list both use it."""
     if step.set_weight is not None:
         return f"setWeight {step.set_weight}"
     if step.pause_s is not None:
         return "pause" if math.isinf(step.pause_s) else f"pause {step.pause_s:g}s"
     if step.set_header_route is not None:
-        return "setHeaderRoute"
+        route = step.set_header_route
+        if route.header is None and route.cookie is None:
+            return "setHeaderRoute (removed)"
+        name = route.header or f"cookie {route.cookie}"
+        op = "=" if route.kind is ValueKind.EXACT else "~"
+        return f"setHeaderRoute {name}{op}{route.value}"
     if step.set_mirror_percent is not None:
         return f"setMirror {step.set_mirror_percent:g}%"
     return "analysis" if step.analysis else "empty step"

@@ -12,7 +12,7 @@ import pytest
 
 from policies import release_state, releases
 from policies.analysis import Observation, Sample
-from policies.model import Analysis, BackendRef, HeaderRoute, Release, ServiceRef, Step
+from policies.model import Analysis, BackendRef, HeaderRoute, Release, ServiceRef, Step, ValueKind
 from policies.release_state import (
     Notify,
     PauseReason,
@@ -315,6 +315,15 @@ def test_header_route_and_mirror_steps_and_their_removal() -> None:
     live = [(o.overlay.header_route, o.overlay.mirror_percent) for o in overlays_of(seen)]
     assert live == [(X_CANARY, 0), (X_CANARY, 20), (X_CANARY, 20), (None, 20), (None, 0)]
     assert seen[-2].state.message == "step 6: paused until promoted"
+    steps = [n.state.message for n in seen if "setHeaderRoute" in n.state.message]
+    assert steps == [
+        "step 1/6: setHeaderRoute x-canary=always",
+        "step 4/6: setHeaderRoute (removed)",
+    ]
+    regex = HeaderRoute(cookie="tier", value="beta.*", kind=ValueKind.REGEX)
+    assert (
+        releases.describe_step(Step(set_header_route=regex)) == "setHeaderRoute cookie tier~beta.*"
+    )
 
 
 def test_steps_that_change_nothing_complete_in_the_same_tick() -> None:
