@@ -37,7 +37,8 @@ from policies.table import Endpoint
 
 if TYPE_CHECKING:
     from gateway.downstream import DownstreamProtocol
-    from gateway.upstreams import EndpointPool, UpstreamConnection
+    from gateway.upstream_connection import UpstreamConnection
+    from gateway.upstreams import EndpointPool
 
 BODY_NONE, BODY_LENGTH, BODY_CHUNKED = 0, 1, 2
 INF = float("inf")

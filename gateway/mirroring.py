@@ -29,7 +29,8 @@ from policies.model import HeaderModifier
 from policies.table import Endpoint
 
 if TYPE_CHECKING:
-    from gateway.upstreams import EndpointPool, UpstreamConnection
+    from gateway.upstream_connection import UpstreamConnection
+    from gateway.upstreams import EndpointPool
 
 
 class MirrorCopy:

@@ -26,7 +26,7 @@ from policies.retries import Failure
 if TYPE_CHECKING:
     from gateway.errors import UpstreamConnectError
     from gateway.exchange import Exchange
-    from gateway.upstreams import UpstreamConnection
+    from gateway.upstream_connection import UpstreamConnection
 
 # RFC 9110 §9.2.2; a reused connection that dies before any response byte is retried once only
 # for these, and only without a body (RFC 9112 §9.3.1.1).
