@@ -18,13 +18,12 @@ can share one server) and answers JSON. Errors are `{"error": <snake_case code>,
 
 Parameters come from the query string or a JSON object body (the body wins).
 
-**Auth** (DESIGN.md §6): `Authorization: Bearer <token>`. Tokens are stored only as SHA-256
-digests: they are 256-bit random strings (`new_token`), so a slow password hash would add nothing
-but latency. Each token has a name (the *actor* recorded in every revision and log line), a role,
-and for developers a list of namespaces. Admins may do everything; developers may read and act on
-releases and policies in their namespaces only (403 elsewhere) and read the gateway list. A
-missing or unknown token is 401. Every write is logged on the `controller.api.audit` logger with
-its actor and outcome, refusals included.
+**Auth** (DESIGN.md §6): `Authorization: Bearer <token>`, checked against `controller.api_tokens`
+(SHA-256 digests of random tokens). Each token has a name (the *actor* recorded in every
+revision and log line), a role, and for developers a list of namespaces. Admins may do
+everything; developers may read and act on releases and policies in their namespaces only (403
+elsewhere) and read the gateway list. A missing or unknown token is 401. Every write is logged
+on the `controller.api.audit` logger with its actor and outcome, refusals included.
 
 **Kubernetes mode** (several controller replicas, one leader): only the leader runs releases, so
 only the leader answers the release and policy endpoints. A standby answers them with
@@ -40,18 +39,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import logging
-import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import yaml
 from aiohttp import web
 
 from controller import codec, errors
+from controller.api_tokens import Principal, Tokens
 from controller.publishing import Publisher
 from controller.releases import ReleaseNotFound, ReleaseRunner
 from controller.rollbacks import RollbackRefused, UnknownPolicy
@@ -62,11 +58,6 @@ audit = logging.getLogger("controller.api.audit")
 
 READY_TIMEOUT_S = 10.0  # how long a request waits for the release state to be loaded
 
-ADMIN = "admin"
-DEVELOPER = "developer"
-ROLES = (ADMIN, DEVELOPER)
-TOKEN_PREFIX = "fgt_"
-
 _ACTIONS = {
     "start": "start",
     "promote": "promote",
@@ -76,78 +67,6 @@ _ACTIONS = {
     "retry": "retry",
     "set-weight": "set_weight",
 }
-
-
-class TokenFileError(ValueError):
-    """The tokens file cannot be used; the message says where and why."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the token's name, role and namespaces."""
-
-    name: str
-    role: str  # ADMIN | DEVELOPER
-    namespaces: frozenset[str] = frozenset()
-
-    def may(self, namespace: str) -> bool:
-        return self.role == ADMIN or namespace in self.namespaces
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TokenEntry:
-    """One token as stored: never the token itself, only its digest."""
-
-    name: str
-    sha256: str  # hex digest of the token
-    role: str
-    namespaces: tuple[str, ...] = ()
-
-
-def new_token() -> str:
-    """A fresh random token (shown once to the operator; store `hash_token` of it)."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-class Tokens:
-    """The token table: digest → principal."""
-
-    def __init__(self, entries: Iterable[TokenEntry]) -> None:
-        self._by_digest: dict[str, Principal] = {}
-        for entry in entries:
-            if entry.role not in ROLES:
-                raise TokenFileError(f"token {entry.name!r}: role must be one of {ROLES}")
-            digest = entry.sha256.lower()
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise TokenFileError(f"token {entry.name!r}: sha256 must be 64 hex digits")
-            self._by_digest[digest] = Principal(entry.name, entry.role, frozenset(entry.namespaces))
-
-    @classmethod
-    def from_file(cls, path: Path) -> Tokens:
-        """Read a YAML (or JSON) file: `tokens: [{name, sha256, role, namespaces}]`."""
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise TokenFileError(f"{path}: cannot read tokens: {exc}") from exc
-        items = data.get("tokens") if isinstance(data, dict) else None
-        if not isinstance(items, list):
-            raise TokenFileError(f"{path}: expected a top-level `tokens:` list")
-        entries = []
-        for index, item in enumerate(items):
-            try:
-                entries.append(codec.decode(TokenEntry, item))
-            except (TypeError, ValueError, KeyError) as exc:
-                raise TokenFileError(f"{path}: tokens[{index}]: {exc}") from exc
-        return cls(entries)
-
-    def authenticate(self, token: str) -> Principal | None:
-        # A dict probe on the digest: timing reveals at most which digests exist, never a
-        # prefix of a token.
-        return self._by_digest.get(hash_token(token))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controller import api, errors, inventory, kube_config, snapshot_api, statusapi
+from controller import api, api_tokens, errors, inventory, kube_config, snapshot_api, statusapi
 from controller.dns import DnsEndpoints, DnsSettings
 from controller.gateway_registry import RegistrySettings, SharedRegistry
 from controller.hubsource import HubLoad, HubSettings, HubSource
@@ -206,7 +206,7 @@ class KubeController:
         """The release runner while leading."""
         return self.releases.runner
 
-    def add_api_routes(self, app: web.Application, tokens: api.Tokens) -> None:
+    def add_api_routes(self, app: web.Application, tokens: api_tokens.Tokens) -> None:
         """The operator API on `app`: answered by the leader, 503 `not_leader` on a standby."""
         api.add_routes(app, self.releases.api_backend(), tokens)
 

@@ -32,7 +32,7 @@ from fleetgate.release_service import ReleaseOptions
 from gateway.replica import handle_signals
 
 if TYPE_CHECKING:
-    from controller import api
+    from controller import api_tokens
     from controller.kubemode import KubeController, KubeModeSettings
 
 
@@ -123,13 +123,13 @@ async def serve(
     settings: KubeModeSettings, host: str, port: int, releases: ReleaseOptions | None = None
 ) -> int:
     """Serve until SIGTERM/SIGINT; the exit status. `releases.api` adds the operator API."""
-    from controller import api, errors
+    from controller import api_tokens, errors
     from controller.kubemode import KubeController, connect_hub
 
     options = releases or ReleaseOptions()
     try:
         tokens, one_time = release_service.load_tokens(options)
-    except api.TokenFileError as exc:
+    except api_tokens.TokenFileError as exc:
         print(f"fleetgate controller: {exc}", file=sys.stderr)
         return 1
     try:
@@ -175,7 +175,10 @@ async def serve(
 
 @contextlib.asynccontextmanager
 async def _operator_api(
-    controller: KubeController, options: ReleaseOptions, tokens: api.Tokens, one_time: str | None
+    controller: KubeController,
+    options: ReleaseOptions,
+    tokens: api_tokens.Tokens,
+    one_time: str | None,
 ) -> AsyncIterator[None]:
     if options.api is None:
         yield

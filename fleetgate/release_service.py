@@ -5,9 +5,10 @@ Both compositions put a `controller.releases.ReleaseRunner` between the file sou
 reconcile (docs/operator_api.md), so a Release in the policy directory can be driven with
 `fleetgate release ...` once `--api` serves the operator API:
 
-* `--tokens FILE` holds the API's tokens as SHA-256 digests (`controller.api.Tokens`). Without
-  it, an API bound to loopback gets one admin token made for this run and printed once on
-  stderr (what `fleetgate demo` needs); an API on any other address refuses to start without it.
+* `--tokens FILE` holds the API's tokens as SHA-256 digests (`controller.api_tokens.Tokens`).
+  Without it, an API bound to loopback gets one admin token made for this run and printed once
+  on stderr (what `fleetgate demo` needs); an API on any other address refuses to start without
+  it.
 * `--state FILE` keeps every release's state across restarts (written atomically). Without it
   the state lives in memory: a restart forgets started releases and serves the files as written.
 * Built-in analysis reads the gateways' admin `/metrics`: `fleetgate run` its own admin port;
@@ -28,7 +29,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from controller import api
+from controller import api, api_tokens
 from controller.notify import NotifySettings
 from controller.observations import ObservationSettings
 from controller.releases import ReleaseRunner, ReleaseSettings
@@ -123,14 +124,16 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def load_tokens(options: ReleaseOptions) -> tuple[api.Tokens, str | None]:
+def load_tokens(options: ReleaseOptions) -> tuple[api_tokens.Tokens, str | None]:
     """The API's tokens, and the one-time admin token when there is no tokens file.
-    Raises `api.TokenFileError`."""
+    Raises `api_tokens.TokenFileError`."""
     if options.tokens is not None:
-        return api.Tokens.from_file(options.tokens), None
-    token = api.new_token()
-    entry = api.TokenEntry(name="admin", sha256=api.hash_token(token), role=api.ADMIN)
-    return api.Tokens([entry]), token
+        return api_tokens.Tokens.from_file(options.tokens), None
+    token = api_tokens.new_token()
+    entry = api_tokens.TokenEntry(
+        name="admin", sha256=api_tokens.hash_token(token), role=api_tokens.ADMIN
+    )
+    return api_tokens.Tokens([entry]), token
 
 
 @contextlib.asynccontextmanager
@@ -138,7 +141,7 @@ async def operator_api(
     options: ReleaseOptions, runner: ReleaseRunner, *, program: str
 ) -> AsyncIterator[str | None]:
     """Serve the operator API while inside; yields its bound "host:port" (None without `--api`).
-    Raises `api.TokenFileError` and OSError (address in use) before yielding."""
+    Raises `api_tokens.TokenFileError` and OSError (address in use) before yielding."""
     if options.api is None:
         yield None
         return

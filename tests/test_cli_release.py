@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from controller import api
+from controller import api, api_tokens
 from fleetgate import cli
 from policies.model import PolicySet
 from tests.conftest import eventually
 from tests.controller.release_rig import CLUSTERS, Fleet, fast_settings, fleet, load, release_yaml
 
-ADMIN, DEV_PAY = api.new_token(), api.new_token()
+ADMIN, DEV_PAY = api_tokens.new_token(), api_tokens.new_token()
 STEPS = "[{setWeight: 20}, {pause: {}}, {setWeight: 60}]"
 
 
@@ -26,10 +26,12 @@ def policies(host: str = "shop.example") -> PolicySet:
 
 @contextlib.asynccontextmanager
 async def controller() -> AsyncIterator[Fleet]:
-    tokens = api.Tokens(
+    tokens = api_tokens.Tokens(
         [
-            api.TokenEntry("alice", api.hash_token(ADMIN), "admin"),
-            api.TokenEntry("dev-pay", api.hash_token(DEV_PAY), "developer", ("payments",)),
+            api_tokens.TokenEntry("alice", api_tokens.hash_token(ADMIN), "admin"),
+            api_tokens.TokenEntry(
+                "dev-pay", api_tokens.hash_token(DEV_PAY), "developer", ("payments",)
+            ),
         ]
     )
     setup = lambda app, runner: api.add_routes(app, runner, tokens)  # noqa: E731

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from controller import api
+from controller import api_tokens
 from fleetgate import cli, crds
 from policies import schema
 from policies.gatewayconfig import load_gateway_config
@@ -129,5 +129,7 @@ def test_the_controllers_serve_the_operator_api_with_the_mounted_tokens(
     secret = docs[f"Secret/{volume['secret']['secretName']}"]
     text = secret["stringData"][str(path.relative_to(mount["mountPath"]))]
     (tmp_path / "tokens.yaml").write_text(text)
-    tokens = api.Tokens.from_file(tmp_path / "tokens.yaml")  # the example loads as the API reads it
+    tokens = api_tokens.Tokens.from_file(
+        tmp_path / "tokens.yaml"
+    )  # the example loads as the API reads it
     assert tokens.authenticate("replace-me") is None  # locked until an operator adds a token

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller import api
+from controller import api, api_tokens
 from policies.model import PolicySet
 from tests.conftest import eventually
 from tests.controller.release_rig import (
@@ -28,13 +28,13 @@ TOKENS = {
     "dev-shop": ("developer", ("shop",)),
     "dev-pay": ("developer", ("payments",)),
 }
-SECRETS = {name: api.new_token() for name in TOKENS}
+SECRETS = {name: api_tokens.new_token() for name in TOKENS}
 STEPS = "[{setWeight: 20}, {pause: {}}, {setWeight: 60}]"
 
 
-def token_table() -> api.Tokens:
-    return api.Tokens(
-        api.TokenEntry(name, api.hash_token(SECRETS[name]), role, namespaces)
+def token_table() -> api_tokens.Tokens:
+    return api_tokens.Tokens(
+        api_tokens.TokenEntry(name, api_tokens.hash_token(SECRETS[name]), role, namespaces)
         for name, (role, namespaces) in TOKENS.items()
     )
 
@@ -78,7 +78,7 @@ async def controller(
     ):
         clients = {name: Client(session, rig.url, SECRETS[name]) for name in TOKENS}
         clients["nobody"] = Client(session, rig.url, None)
-        clients["forged"] = Client(session, rig.url, api.new_token())
+        clients["forged"] = Client(session, rig.url, api_tokens.new_token())
         yield rig, clients
 
 

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller import api, kube_config, kubestate, objects
+from controller import api_tokens, kube_config, kubestate, objects
 from controller.hubsource import HubSettings
 from controller.kubemode import KubeController, KubeModeSettings
 from controller.reconcile import ReconcileSettings
@@ -163,9 +163,9 @@ async def rig(start_simulator: StartSimulator, tmp_path: Path) -> AsyncIterator[
     for obj in (member(), storefront(["shop.example"]), release()):
         hub.store.upsert(obj)
     hub_kubeconfig = write_kubeconfig(tmp_path / "hub.kubeconfig", [hub])
-    tokens = {name: api.new_token() for name in TOKENS}
-    table = api.Tokens(
-        api.TokenEntry(name, api.hash_token(tokens[name]), role, namespaces)
+    tokens = {name: api_tokens.new_token() for name in TOKENS}
+    table = api_tokens.Tokens(
+        api_tokens.TokenEntry(name, api_tokens.hash_token(tokens[name]), role, namespaces)
         for name, (role, namespaces) in TOKENS.items()
     )
     async with contextlib.AsyncExitStack() as stack:

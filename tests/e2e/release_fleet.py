@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from controller import api
+from controller import api_tokens
 from fleetgate.demo_backend import BackendSpec, DemoBackend
 from tests.conftest import eventually
 from tests.running import FleetgateProcess
@@ -361,11 +361,11 @@ def write_tokens(path: Path) -> dict[str, str]:
     tokens: dict[str, str] = {}
     lines = ["tokens:"]
     for key, (name, role, namespaces) in TOKENS.items():
-        token = tokens[key] = api.new_token()
+        token = tokens[key] = api_tokens.new_token()
         spaces = ", ".join(namespaces)
         lines.append(
             f"  - {{name: {name}, role: {role}, namespaces: [{spaces}], "
-            f"sha256: {api.hash_token(token)}}}"
+            f"sha256: {api_tokens.hash_token(token)}}}"
         )
     path.write_text("\n".join(lines) + "\n")
     return tokens
