@@ -330,7 +330,7 @@ def compile_figures(controller: Any, runs: int) -> dict[str, float]:
     """The pure pipeline on the controller's current inputs (worker thread, as in reconcile):
     from scratch (`compile_table`, as after a policy change), and after one EndpointSlice change
     (`policies.incremental.Compiler`, the delta, and a gateway applying it)."""
-    from controller.publishing import Snapshot
+    from controller.published import Snapshot
     from controller.reconcile import merge_inventory
     from policies import delta
     from policies import snapshot as wire

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from benchmarks.bench_controller import address
-from controller.publishing import Snapshot
+from controller.published import Snapshot
 from gateway.subscriber import decode
 from policies import delta
 from policies import snapshot as wire

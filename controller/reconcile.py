@@ -39,7 +39,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from controller.publishing import Publisher, Snapshot
+from controller.published import Snapshot
+from controller.publishing import Publisher
 from policies import table as tables
 from policies.errors import PolicyError
 from policies.incremental import Compiler

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller import codec
-from controller.publishing import Publisher, Rollout
+from controller.published import Rollout
+from controller.publishing import Publisher
 from controller.rollbacks import PolicyHistories, decode_revision, encode_revision
 from controller.statefile import StateFileError
 from policies import overlays

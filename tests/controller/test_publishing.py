@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.publishing import Publisher, PublishSettings, Snapshot
+from controller.published import Snapshot
+from controller.publishing import Publisher, PublishSettings
 from controller.snapshot_api import VERSION_HEADER, build_app
 from policies import snapshot as wire
 from policies import table as tables

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from controller.publishing import Publisher, Snapshot
+from controller.published import Snapshot
+from controller.publishing import Publisher
 from controller.snapshot_api import build_app
 from gateway.errors import StaleTableError
 from gateway.subscriber import Subscriber, SubscriberSettings, decode, write_atomically

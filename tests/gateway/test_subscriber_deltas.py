@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from controller.publishing import Publisher, Snapshot
+from controller.published import Snapshot
+from controller.publishing import Publisher
 from gateway.subscriber import decode
 from policies import snapshot as wire
 from policies import table as tables
