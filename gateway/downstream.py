@@ -35,14 +35,13 @@ from gateway.context import ProxyContext
 from gateway.deadlines import linger
 from gateway.errors import REASONS
 from gateway.exchange import (
-    BODY_CHUNKED,
-    BODY_LENGTH,
     DISCARD_BODY_BYTES,
     PAUSE_DONE,
     PAUSE_PIPELINE,
     PAUSE_UPSTREAM,
     Exchange,
 )
+from gateway.headers import BODY_CHUNKED, BODY_LENGTH
 from gateway.listeners import BoundListener, trusted_peer
 from gateway.replies import abort, reply
 

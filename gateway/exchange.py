@@ -24,6 +24,7 @@ from httptools import HttpParserInvalidURLError, parse_url
 from gateway import affinity, retrying, upstreams
 from gateway import headers as h
 from gateway.errors import REASONS, UpstreamConnectError
+from gateway.headers import BODY_CHUNKED, BODY_NONE
 from gateway.replies import redirect, reply
 from gateway.routing import HeaderView
 from gateway.upstream_failures import (
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     from gateway.upstream_connection import UpstreamConnection
     from gateway.upstreams import EndpointPool
 
-BODY_NONE, BODY_LENGTH, BODY_CHUNKED = 0, 1, 2
 INF = float("inf")
 
 # Reasons the client connection stops reading (bit flags, see DownstreamProtocol.pause).

@@ -22,6 +22,11 @@ from policies.model import HeaderModifier
 
 Header = tuple[bytes, bytes]
 
+# How a request's body is framed, as its head says (RFC 9112 §6.3): none, Content-Length, or
+# chunked. Here, not in `gateway.exchange`, because modules that exchange imports (retries,
+# upstream failures) test it too.
+BODY_NONE, BODY_LENGTH, BODY_CHUNKED = 0, 1, 2
+
 HOP_BY_HOP = frozenset(
     {
         b"connection",

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from gateway import upstreams
 from gateway.context import ProxyContext
 from gateway.errors import UpstreamConnectError
-from gateway.exchange import BODY_NONE, Exchange
+from gateway.exchange import Exchange
+from gateway.headers import BODY_NONE
 from policies.matching import Forward
 from policies.model import HeaderModifier
 from policies.table import Endpoint

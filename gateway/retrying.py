@@ -24,6 +24,7 @@ import asyncio
 import random
 from typing import TYPE_CHECKING
 
+from gateway.headers import BODY_NONE
 from policies import limits, retries
 from policies.model import Retry, TrafficSettings
 from policies.table import Endpoint
@@ -71,9 +72,9 @@ def begin(ex: Exchange, settings: TrafficSettings, now: float) -> None:
         return
     one = per_try_s(settings)
     ex.deadline = min(overall, now + one) if one > 0 else overall
-    if ex.body != 0 and 0 <= ex.content_length <= retry.max_body_bytes:
+    if ex.body != BODY_NONE and 0 <= ex.content_length <= retry.max_body_bytes:
         ex.replay = []
-    elif ex.content_length < 0 and ex.body != 0:
+    elif ex.content_length < 0 and ex.body != BODY_NONE:
         ex.replay = []  # chunked: kept while it stays under the limit (see keep_body)
 
 
@@ -125,7 +126,7 @@ def _allowed(
 ) -> bool:
     ctx = ex.down.ctx
     budget_ok = ex.tries > 1 or ctx.budget.allows(policy)  # a retrying exchange holds its slot
-    buffered = ex.body == 0 or ex.replay is not None
+    buffered = ex.body == BODY_NONE or ex.replay is not None
     started = ex.sent or ex.responding
     method = ex.method.decode("latin-1")
     if retries.should_retry(

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway import retrying
+from gateway.headers import BODY_NONE
 from gateway.replies import abort_client, reply
 from policies.retries import Failure
 
@@ -54,7 +55,7 @@ def handle_upstream_loss(ex: Exchange, conn: UpstreamConnection) -> None:
         conn.uses > 1
         and not conn.received
         and not ex.retried
-        and ex.body == 0  # BODY_NONE (not imported: gateway.exchange imports this module)
+        and ex.body == BODY_NONE
         and ex.method in IDEMPOTENT
         and ex.endpoint is not None
         and ex.forward is not None
