@@ -196,8 +196,8 @@ class Exchange:
         host = down.routing_host(self.host)
         text_path = path.decode("latin-1")
         router = down.ctx.router
-        # Most requests are settled by host and path (memoized): no RequestHead to build, which
-        # costs more than the rest of routing (a frozen dataclass and its header view).
+        # Most requests are settled by host and path (memoized): no RequestHead and header view
+        # to build.
         decision = router.decide_path(host, text_path)
         head = None
         if decision is None:
