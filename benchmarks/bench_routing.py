@@ -12,9 +12,10 @@ the core on a shared machine. Batches alternate between the tables, so a busy ma
 size alike and the ratio between sizes stays meaningful. Compile time is the best of three (wall
 and thread CPU time); the host entries' path indexes are built on their first lookup, so their
 build time is reported on its own ("index s", every entry of the table). Likewise a rule keeps
-the decisions it made by path, so before the timed batches every (host, route) pair gets one
-request of each kind, shuffled, timed apart ("first µs"): the timed batches measure the steady
-state a gateway reaches after the first request for each rule and path, not those first requests.
+its decisions (one per backend) from its first request on, so before the timed batches every
+(host, route) pair gets one request of each kind, shuffled, timed apart ("first µs"): the timed
+batches measure the steady state a gateway reaches after the first request for each rule, not
+those first requests.
 
 `candidates` is the mean number of rules a request's path index hands to the matcher (the rules
 whose path may hold): the work per decision, which should not grow with the table. One more row,
@@ -239,9 +240,10 @@ def run_batch(prepared: Prepared, count: int) -> None:
 def warm_up(prepared: Prepared, batch: int) -> None:
     """Decide `first_requests` in batches, timed apart as the first-request cost.
 
-    A rule keeps the decisions it has made by path (`policies.matching.decide`), so the first
-    request for a rule and path costs more than the ones after it: a one-time cost per path, like
-    the path index (`index s`), that a gateway pays once per table and path, not per request.
+    A rule makes its decisions, one per backend, on its first request and keeps them
+    (`policies.matching.settle`), so the first request for a rule costs more than the ones after
+    it: a one-time cost per rule, like the path index (`index s`), that a gateway pays once per
+    table, not per request.
     The steady state is what the timed batches measure; this is the cost before it.
     """
     heads = first_requests(prepared.by_host, prepared.rng)

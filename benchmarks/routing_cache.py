@@ -6,14 +6,14 @@ decision executes and simulates a cache hierarchy, the same count for the same i
 else the machine does. It answers where `bench_routing`'s growth between table sizes comes from:
 more work per decision (instructions) or the same work on memory that is not cached (misses).
 
-For each size, the `bench_routing` table is built, every path index built and every rule's memo
-filled (`bench_routing.first_requests`, then 40,000 requests: the steady state the timed batches
-measure), the collector disabled; then `--decisions` more decisions. The program runs twice under
-cachegrind, once without those decisions, and the difference divided by `--decisions` is the cost
-of one decision. `--last-level` sets the simulated last-level cache: 1 MiB is this machine's
+For each size, the `bench_routing` table is built, every path index built and every rule's kept
+decisions made (`bench_routing.first_requests`, then 40,000 requests: the steady state the timed
+batches measure), the collector disabled; then `--decisions` more decisions. The program runs twice
+under cachegrind, once without those decisions, and the difference divided by `--decisions` is the
+cost of one decision. `--last-level` sets the simulated last-level cache: 1 MiB is this machine's
 per-core L2 (the first level a miss leaves the core for); 32 MiB its L3. Python's hash seed is
-fixed, so two runs lay the dicts out alike. The simulation is the machine's cache geometry, not
-its latencies: multiply misses by a latency to estimate time, and read it next to bench_routing.
+fixed, so two runs lay the dicts out alike. The simulation is the machine's cache geometry, not its
+latencies: multiply misses by a latency to estimate time, and read it next to bench_routing.
 """
 
 from __future__ import annotations

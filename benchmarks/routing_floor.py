@@ -18,7 +18,7 @@ it times, on `bench_routing`'s tables and requests, lookups that do less than a 
 The budget is what the 1.5x target leaves the 10,000-route table over the 10-route one: half of
 `decide`'s time on 10 routes. When `flat` alone grows by more than the budget, no layout of
 Python objects reaches the target, whatever the decision does after the lookup. What the
-decision does after its lookup (testing the rule, its memo or a new `Forward`) grows too: the
+decision does after its lookup (testing the rule, picking among its kept decisions) grows too: the
 last line adds that growth (`decide` less `host+path`) to `flat`'s, an estimate of the ratio a
 decision would reach with the flat lookup in place of today's two probes. Batches alternate
 between sizes and lookups, so a noisy machine slows every row alike.
@@ -107,7 +107,7 @@ def main() -> None:
     prepared = {size: bench_routing.prepare(size, seed=args.seed) for size in SIZES}
     flats = {}
     for size, p in prepared.items():
-        for head in bench_routing.first_requests(p.by_host, p.rng):  # memos, as bench_routing
+        for head in bench_routing.first_requests(p.by_host, p.rng):  # as bench_routing
             matching.decide(p.table, head, roll=0.5)
         flats[size] = flat_index(p.table)
     gc.collect()

@@ -248,7 +248,7 @@ class Exchange:
         self.response_modifiers = fwd.response_headers
         if minted is not None:
             self.response_modifiers += (minted,)  # the new client's affinity cookie
-        if fwd.path != path:
+        if fwd.path is not None and fwd.path != path:  # a URLRewrite's
             target = fwd.path.encode("latin-1")
             self.target = target + b"?" + query if query else target
         self.up_head = self._upstream_head(fwd, endpoint)

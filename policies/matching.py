@@ -28,15 +28,20 @@ Decisions:
 * no backendRefs, or none with weight → `Reject(500, "no_backend")`; the roll landing on a
   backendRef that does not resolve → `Reject(500, "invalid_backend")` (its share of traffic);
   no index entry or no rule → `Reject(404, "no_route")`.
-* URLRewrite (the backend's own, else the rule's) sets `Forward.host` and `Forward.path`.
-  ReplacePrefixMatch cuts the match's PathPrefix (or Exact) value; for a RegularExpression match
-  the whole path counts as matched.
+* URLRewrite (the backend's own, else the rule's) sets `Forward.host` and `Forward.path`; without
+  one both are None (keep the request's). ReplacePrefixMatch cuts the match's PathPrefix (or
+  Exact) value; for a RegularExpression match the whole path counts as matched.
 * header modifiers and mirrors: the rule's, then the chosen backend's, in order.
+* a decision that depends on the roll alone (no redirect, URLRewrite or session affinity) is made
+  once per backend, on the rule's first request, and kept in the rule (`settle`): a decision is
+  then a lookup, the same object for every request it fits.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping
+from itertools import accumulate
 from types import MappingProxyType
 from typing import NamedTuple
 from urllib.parse import parse_qsl
@@ -80,16 +85,17 @@ class Forward(NamedTuple):
     route: str  # "namespace/name"
     rule: str  # rule id
     backend: Backend
-    path: str  # upstream path (rewritten or original), without query
+    path: str | None  # upstream path when a URLRewrite applies, else None (the request's own)
     host: str | None  # Host to send upstream when URLRewrite changed it, else None (keep)
     request_headers: tuple[HeaderModifier, ...]  # rule then backend modifiers, in order
     response_headers: tuple[HeaderModifier, ...]
     mirrors: tuple[Mirror, ...]
     settings: TrafficSettings
-    # The rule, when it splits traffic between backends (`gateway.affinity` picks again with the
-    # client's key); None when it has one backend. Only one-backend decisions are memoized, in
-    # the rule itself, so a memoized decision never points back at its rule: a table holds no
-    # reference cycle and reference counting alone frees a replaced one (`policies.acyclic`).
+    # The rule, when it splits traffic between backends and has session affinity
+    # (`gateway.affinity` picks again with the client's key); None otherwise. Only decisions with
+    # None here are kept in their rule (`settle`), so a kept decision never points back at its
+    # rule: a table holds no reference cycle and reference counting alone frees a replaced one
+    # (`policies.acyclic`).
     split: CompiledRule | None
 
 
@@ -112,7 +118,6 @@ Decision = Forward | Redirect | Reject
 
 NO_ROUTE = Reject(404, "no_route")
 DECISION_MEMO_SIZE = 4096  # host and path decisions a table remembers (`decide_path`)
-RULE_MEMO_SIZE = 4  # paths a rule remembers its decision for (`decide`); emptied when full
 _MISS = Reject(0, "not memoized")  # never stored: `decide_path`'s memo probe default
 
 
@@ -126,22 +131,17 @@ def decide(table: RoutingTable, head: RequestHead, *, roll: float) -> Decision:
     rule = first_match(entry, head)
     if rule is None:
         return NO_ROUTE
-    if len(rule.backends) != 1 or rule.redirect is not None:
+    # Most rules' decisions depend on the roll alone: the rule keeps one per backend (`settle`)
+    # and a decision hands out one of them, built once (a memo by path missed on every new path).
+    settled = rule.settled
+    if settled is None:
+        settled = settle(rule)
+    if len(settled) == 1:
+        return settled[0]
+    if not settled:
         return act(rule, head, roll=roll)
-    # One backend and no redirect: the decision is a function of the rule and the path alone
-    # (no roll is drawn), so the rule keeps it. Building a Forward costs more than the probe.
-    # The memo is the rule's, not the table's: its hit rate does not fall as routes are added
-    # (a table-wide memo of 4,096 decisions emptied itself every few thousand requests on a
-    # table of 10,000 routes). Memory: at most RULE_MEMO_SIZE decisions per rule.
-    memo = rule.decisions()
-    path = head.path
-    decision = memo.get(path)
-    if decision is None:
-        decision = act(rule, head, roll=roll)
-        if len(memo) >= RULE_MEMO_SIZE:
-            memo.clear()
-        memo[path] = decision
-    return decision
+    i = bisect_right(rule.bounds, roll * rule.total_weight)  # as `pick_backend` picks
+    return settled[i] if i < len(settled) else settled[-1]
 
 
 def decide_path(table: RoutingTable, host: str, path: str) -> Decision | None:
@@ -290,13 +290,18 @@ def act(rule: CompiledRule, head: RequestHead, *, roll: float) -> Decision:
     backend = pick_backend(rule.backends, rule.total_weight, roll)
     if backend is None:
         return Reject(500, "no_backend", rule.route_id, rule.rule_id)
+    return forward(rule, backend, head.path)
+
+
+def forward(rule: CompiledRule, backend: Backend, path: str) -> Decision:
+    """What `rule` does with a request for `path` when the roll has landed on `backend`."""
     if not backend.resolved:
         return Reject(500, "invalid_backend", rule.route_id, rule.rule_id)
-    path, host = head.path, None
+    upstream_path, host = None, None
     rewrite = backend.rewrite or rule.rewrite
     if rewrite is not None:
         host = rewrite.hostname
-        path = filters.rewrite_path(path, rewrite.path, matched_prefix(rule.match, path))
+        upstream_path = filters.rewrite_path(path, rewrite.path, matched_prefix(rule.match, path))
     request_headers, response_headers, mirrors = (
         rule.request_headers,
         rule.response_headers,
@@ -308,18 +313,48 @@ def act(rule: CompiledRule, head: RequestHead, *, roll: float) -> Decision:
         response_headers = response_headers + backend.response_headers
     if backend.mirrors:
         mirrors = mirrors + backend.mirrors
+    sticky = len(rule.backends) > 1 and rule.settings.affinity is not None
     return Forward(
         rule.route_id,
         rule.rule_id,
         backend,
-        path,
+        upstream_path,
         host,
         request_headers,
         response_headers,
         mirrors,
         rule.settings,
-        rule if len(rule.backends) > 1 else None,
+        rule if sticky else None,
     )
+
+
+def settle(rule: CompiledRule) -> tuple[Decision, ...]:
+    """`rule`'s decisions, one per backend with weight, kept in the rule (`CompiledRule.settled`,
+    with the running sums of their weights in `bounds`) when they depend on the roll alone: no
+    redirect (the Location depends on the request), no URLRewrite (the upstream path does) and
+    no session affinity (the decision names its rule for a second pick). Otherwise (): `act`
+    decides each request. A rule without backends keeps its 500.
+
+    Made on the rule's first request, not at compile time: most rules of a large table are
+    never asked on a given gateway. Memory: a decision per backend of each rule asked.
+    """
+    settled: tuple[Decision, ...] = ()
+    bounds: tuple[int, ...] = ()
+    backends = [b for b in rule.backends if b.weight > 0]
+    per_request = (
+        rule.redirect is not None
+        or rule.rewrite is not None
+        or rule.settings.affinity is not None
+        or any(b.rewrite is not None for b in backends)
+    )
+    if not per_request and not backends:
+        settled = (Reject(500, "no_backend", rule.route_id, rule.rule_id),)
+    elif not per_request:
+        settled = tuple(forward(rule, b, "") for b in backends)  # "": no rewrite reads it
+        bounds = tuple(accumulate(b.weight for b in backends))
+    object.__setattr__(rule, "bounds", bounds)
+    object.__setattr__(rule, "settled", settled)
+    return settled
 
 
 def pick_backend(backends: tuple[Backend, ...], total_weight: int, roll: float) -> Backend | None:

@@ -212,19 +212,13 @@ class CompiledRule:
     created: int = 0  # Route.created
     route_kind: str = "TrafficPolicy"  # RouteKind value
     hostnames: tuple[str, ...] = ()  # the route's hostnames
-    # `policies.matching.decide`'s memo of this rule's decisions by request path (a cache, not
-    # state: a decision it keeps depends on the rule and the path alone; never on the wire).
-    _decisions: dict[str, Decision] | None = dataclasses.field(
+    # `policies.matching.settle`'s decisions for this rule, one per backend, and the running
+    # sums of their weights: made on the rule's first request (None until then; () when each
+    # request needs its own decision). A cache, not state: never compared, never on the wire.
+    settled: tuple[Decision, ...] | None = dataclasses.field(
         default=None, init=False, repr=False, compare=False
     )
-
-    def decisions(self) -> dict[str, Decision]:
-        """The memo, made on the rule's first memoized decision (most rules never get one)."""
-        memo = self._decisions
-        if memo is None:
-            memo = {}
-            object.__setattr__(self, "_decisions", memo)
-        return memo
+    bounds: tuple[int, ...] = dataclasses.field(default=(), init=False, repr=False, compare=False)
 
 
 def precedence_key(rule: CompiledRule, host: str) -> precedence.Key | None:

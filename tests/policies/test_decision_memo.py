@@ -1,4 +1,4 @@
-"""The table's memos: path-only decisions give fresh decisions' answers and stay bounded;
+"""The table's memos: the decisions a rule keeps are those made afresh, built once;
 `decide_path` settles a request by host and path exactly when nothing else could change it."""
 
 from __future__ import annotations
@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 
 from policies import acyclic, matching
 from policies.matching import Decision, Forward, RequestHead
-from policies.model import BackendRef, Filter, FilterKind, RequestRedirect, Route
+from policies.model import (
+    BackendRef,
+    Filter,
+    FilterKind,
+    RequestRedirect,
+    Route,
+    SessionAffinity,
+    TrafficSettings,
+    URLRewrite,
+)
 from tests.policies.routing_builders import (
     API,
     HOST,
@@ -30,33 +39,75 @@ def redirect() -> Filter:
     return Filter(FilterKind.REQUEST_REDIRECT, request_redirect=RequestRedirect(hostname="new"))
 
 
-def test_memoized_decisions_equal_fresh_ones_and_the_memo_stays_bounded() -> None:
+def test_a_rule_keeps_one_decision_per_backend_and_hands_it_out_for_every_path() -> None:
     table = compile_routes(route("web", ["shop.example.com"], rule(prefix("/"))))
-    paths = [f"/item/{i}" for i in range(matching.RULE_MEMO_SIZE + 10)]
+    paths = [f"/item/{i}" for i in range(20)]
     first = [matching.decide(table, head(p), roll=0.5) for p in paths]
 
     entry = table.lookup("shop.example.com")
     assert entry is not None
-    assert isinstance(first[0], Forward)
-    memo = entry.rules[0].decisions()  # the rule's memo: emptied when full, never grown
-    assert 0 < len(memo) <= matching.RULE_MEMO_SIZE
-    again = [matching.decide(table, head(p), roll=0.9) for p in paths]
-    assert again == first
-    assert matching.decide(table, head(paths[-1]), roll=0.1) is memo[paths[-1]]  # memoized
-    assert all(isinstance(d, Forward) and d.path == p for d, p in zip(first, paths, strict=True))
+    kept = entry.rules[0].settled
+    assert kept is not None
+    assert len(kept) == 1
+    assert all(d is kept[0] for d in first)  # built once, not once per path
+    assert isinstance(kept[0], Forward)
+    assert (kept[0].path, kept[0].host, kept[0].split) == (None, None, None)  # the request's path
+    assert kept[0] == matching.act(entry.rules[0], head("/item/0"), roll=0.9)
 
 
-def test_decisions_that_depend_on_more_than_the_path_are_not_memoized() -> None:
-    split = (BackendRef(WEB, weight=1), BackendRef(API, weight=1))
+def test_a_split_rule_keeps_a_decision_per_backend_and_the_roll_picks_among_them() -> None:
+    split = (BackendRef(WEB, weight=3), BackendRef(API, weight=0), BackendRef(API, weight=1))
     table = compile_routes(
-        route("split", [HOST], rule(prefix("/split"), backends=split)),
-        route("moved", [HOST], rule(prefix("/old"), filters=(redirect(),), backends=())),
+        route("split", [HOST], rule(prefix("/split"), backends=split)), clusters=CLUSTERS
     )
-    for path in ("/split", "/old"):
-        matching.decide(table, head(path), roll=0.5)
-        entry = table.lookup(HOST)
-        assert entry is not None
-        assert all(r.decisions() == {} for r in entry.rules)
+    entry = table.lookup(HOST)
+    assert entry is not None
+    picked = [matching.decide(table, head("/split"), roll=r) for r in (0.0, 0.74, 0.75, 0.999)]
+    kept = entry.rules[0].settled
+    assert kept is not None
+    assert len(kept) == 2  # weight 0 is never picked, so not kept
+    assert entry.rules[0].bounds == (3, 4)
+    assert [d is kept[0] for d in picked] == [True, True, False, False]
+    assert all(d is kept[1] for d in picked[2:])
+    assert [d.backend.service for d in picked if isinstance(d, Forward)] == [WEB, WEB, API, API]
+
+
+def test_decisions_that_depend_on_the_request_are_not_kept() -> None:
+    sticky = TrafficSettings(affinity=SessionAffinity("Cookie", "sticky"))
+    split = (BackendRef(WEB, weight=1), BackendRef(API, weight=1))
+    rewrite = Filter(FilterKind.URL_REWRITE, url_rewrite=URLRewrite(hostname="internal"))
+    table = compile_routes(
+        route("sticky", [HOST], rule(prefix("/sticky"), backends=split, settings=sticky)),
+        route("moved", [HOST], rule(prefix("/old"), filters=(redirect(),), backends=())),
+        route("rewritten", [HOST], rule(prefix("/new"), filters=(rewrite,))),
+        clusters=CLUSTERS,
+    )
+    decisions = [matching.decide(table, head(p), roll=0.5) for p in ("/sticky", "/old", "/new")]
+    entry = table.lookup(HOST)
+    assert entry is not None
+    assert all(r.settled == () for r in entry.rules)
+    sticky_forward, _, rewritten = decisions
+    assert isinstance(sticky_forward, Forward)
+    assert sticky_forward.split is next(r for r in entry.rules if r.route_id == "shop/sticky")
+    assert isinstance(rewritten, Forward)
+    assert (rewritten.path, rewritten.host) == ("/new", "internal")
+
+
+@settings(max_examples=150, deadline=None)
+@given(routes=route_sets(), heads=st.lists(requests, min_size=1, max_size=8))
+def test_a_kept_decision_is_the_decision_made_afresh(
+    routes: list[Route], heads: list[RequestHead]
+) -> None:
+    table = compile_routes(*routes, clusters=CLUSTERS)
+    for request in heads:
+        entry = table.lookup(request.host)
+        won = None if entry is None else matching.first_match(entry, request)
+        for roll in ROLLS:
+            decision = matching.decide(table, request, roll=roll)
+            if won is None:
+                assert decision is matching.NO_ROUTE
+            else:
+                assert decision == matching.act(won, request, roll=roll)
 
 
 @settings(max_examples=150, deadline=None)
@@ -106,17 +157,19 @@ def test_a_table_keeping_decisions_is_freed_by_reference_counting_alone() -> Non
     """The memos must not make the table cyclic: a gateway keeps its tables out of the cycle
     collector's scans (`gateway.tables_heap`), so a cycle would keep a replaced table forever."""
     split = (BackendRef(WEB, weight=1), BackendRef(API, weight=1))
+    sticky = TrafficSettings(affinity=SessionAffinity("Header", "x-user"))
     table = compile_routes(
         route("web", [HOST], rule(prefix("/shop"))),
         route("split", [HOST], rule(prefix("/split"), backends=split)),
+        route("sticky", [HOST], rule(prefix("/sticky"), backends=split, settings=sticky)),
         route("moved", [HOST], rule(prefix("/old"), filters=(redirect(),), backends=())),
     )
-    for path in ("/shop/a", "/shop/a", "/split", "/old", "/none"):
+    for path in ("/shop/a", "/shop/a", "/split", "/sticky", "/old", "/none"):
         matching.decide(table, head(path), roll=0.5)
         matching.decide_path(table, HOST, path)
     entry = table.lookup(HOST)
     assert entry is not None
-    assert any(r.decisions() for r in entry.rules)
+    assert any(r.settled for r in entry.rules)
     del entry
     with acyclic.paused_collector():
         gc.collect()
