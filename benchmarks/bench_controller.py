@@ -68,7 +68,8 @@ def address(cluster: int, service: int, index: int, generation: int = 0) -> str:
 async def run_sims(args: argparse.Namespace) -> None:
     from tests.controller.hub_objects import member_cluster, traffic_policy
     from tests.controller.kube_objects import endpoint, endpoint_slice, service
-    from tests.fakes.kube_api import KubeApiSimulator, write_kubeconfig
+    from tests.fakes.kube_api import KubeApiSimulator
+    from tests.fakes.kube_config import write_kubeconfig
 
     directory = Path(args.dir)
     hub = KubeApiSimulator("hub", bookmark_interval_s=60.0)

@@ -11,7 +11,8 @@ import pytest
 
 from controller import kube, kube_config
 from controller.watching import WatchSettings
-from tests.fakes.kube_api import KubeApiSimulator, write_kubeconfig
+from tests.fakes.kube_api import KubeApiSimulator
+from tests.fakes.kube_config import write_kubeconfig
 
 StartSimulator = Callable[..., Awaitable[KubeApiSimulator]]
 Connect = Callable[..., Awaitable[kube.ClusterClient]]

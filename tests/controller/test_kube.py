@@ -16,7 +16,7 @@ from controller import errors, kube_config, kube_leases, objects
 from controller.objects import EventType
 from tests.controller.conftest import FAST_KUBE, Connect, StartSimulator
 from tests.controller.kube_objects import endpoint, endpoint_slice, service
-from tests.fakes.kube_api import kubeconfig
+from tests.fakes.kube_config import kubeconfig
 
 
 async def test_list_returns_typed_objects_and_the_resource_version(

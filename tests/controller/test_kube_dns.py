@@ -23,7 +23,7 @@ from tests.controller.kube_objects import endpoint, endpoint_slice, service
 from tests.controller.test_status import LOADED_S, fast_settings
 from tests.controller.test_watching import running
 from tests.fakes.dns_server import FakeDnsServer
-from tests.fakes.kube_api import write_kubeconfig
+from tests.fakes.kube_config import write_kubeconfig
 
 NAME = "web.edge.internal"
 

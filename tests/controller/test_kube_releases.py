@@ -25,7 +25,8 @@ from controller.releases import ReleaseSettings
 from tests.conftest import eventually, sampled
 from tests.controller.conftest import FAST_KUBE, FAST_WATCH, StartSimulator
 from tests.controller.release_rig import PollingGateway, canary_weight
-from tests.fakes.kube_api import KubeApiSimulator, RequestRecord, write_kubeconfig
+from tests.fakes.kube_api import KubeApiSimulator, RequestRecord
+from tests.fakes.kube_config import write_kubeconfig
 from tests.fakes.kube_store import kind_of
 
 FLEETGATE = "fleetgate.io/v1alpha1"

@@ -17,7 +17,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from tests.conftest import eventually
 from tests.controller.conftest import StartSimulator
 from tests.controller.kube_objects import endpoint, endpoint_slice, service
-from tests.fakes.kube_api import KubeApiSimulator, kubeconfig
+from tests.fakes.kube_api import KubeApiSimulator
+from tests.fakes.kube_config import kubeconfig
 from tests.fakes.kube_store import kind_of
 
 NS = "shop"

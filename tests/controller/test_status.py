@@ -36,7 +36,8 @@ from tests.controller.hub_objects import (
 )
 from tests.controller.kube_objects import endpoint, endpoint_slice, service
 from tests.controller.test_watching import running
-from tests.fakes.kube_api import KubeApiSimulator, write_kubeconfig
+from tests.fakes.kube_api import KubeApiSimulator
+from tests.fakes.kube_config import write_kubeconfig
 
 WEB = ServiceRef("shop", "web", 80)
 EAST = member_cluster("east", static=["127.0.1.1:8080"])

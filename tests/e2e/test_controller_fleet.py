@@ -33,7 +33,8 @@ from fleetgate.demo_backend import BackendSpec, DemoBackend
 from tests.conftest import eventually
 from tests.controller.hub_objects import member_cluster, traffic_policy
 from tests.controller.kube_objects import endpoint, endpoint_slice, service
-from tests.fakes.kube_api import KubeApiSimulator, write_kubeconfig
+from tests.fakes.kube_api import KubeApiSimulator
+from tests.fakes.kube_config import write_kubeconfig
 from tests.fakes.kube_store import kind_of
 from tests.running import FleetgateProcess
 

@@ -19,7 +19,8 @@ import pytest
 from tests.conftest import eventually, sampled
 from tests.controller.release_rig import PollingGateway
 from tests.e2e.release_fleet import free_port, write_tokens
-from tests.fakes.kube_api import KubeApiSimulator, write_kubeconfig
+from tests.fakes.kube_api import KubeApiSimulator
+from tests.fakes.kube_config import write_kubeconfig
 from tests.fakes.kube_store import kind_of
 from tests.running import FleetgateProcess
 

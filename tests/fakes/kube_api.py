@@ -8,7 +8,7 @@ API discovery. State lives in `tests.fakes.kube_store.Store`.
 
 Test hooks: `store` (write objects directly; watches see the same events), `inject`, `compact`,
 `drop_watches`, `freeze_watches`, `fail_next`, `latency_s`, `ready`, `stop`/`start` on the same
-port. `kubeconfig`/`write_kubeconfig` describe several simulators, one context per cluster.
+port. `tests.fakes.kube_config` describes several simulators to a client, one context each.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ import dataclasses
 import json
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import yaml
 from aiohttp import web
 
 from tests.fakes import kube_discovery
@@ -476,35 +474,10 @@ def _reason(status: int) -> str:
     return reasons.get(status, "Unknown")
 
 
-def kubeconfig(sims: Iterable[KubeApiSimulator], *, current: str | None = None) -> JSON:
-    """A kubeconfig dict with one cluster, user and context per simulator, named after it."""
-    sims = list(sims)
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": s.name, "cluster": {"server": s.url}} for s in sims],
-        "users": [{"name": f"{s.name}-user", "user": {"token": s.token}} for s in sims],
-        "contexts": [
-            {"name": s.name, "context": {"cluster": s.name, "user": f"{s.name}-user"}} for s in sims
-        ],
-        "current-context": current or (sims[0].name if sims else ""),
-        "preferences": {},
-    }
-
-
-def write_kubeconfig(
-    path: Path, sims: Iterable[KubeApiSimulator], *, current: str | None = None
-) -> Path:
-    path.write_text(yaml.safe_dump(kubeconfig(sims, current=current)))
-    return path
-
-
 __all__ = [
     "JSON",
     "ApiError",
     "KubeApiSimulator",
     "RequestRecord",
-    "kubeconfig",
     "status_body",
-    "write_kubeconfig",
 ]
