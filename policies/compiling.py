@@ -156,7 +156,7 @@ class Resolver:
         self.spreads: dict[str, Backend] = {}
         self._by_spread_key: dict[tuple[object, ...], Backend] = {}
         self._by_ref_key: dict[tuple[object, ...], Backend] = {}
-        self._tuples: dict[tuple[int, ...], tuple[Backend, ...]] = {}
+        self._tuples: dict[tuple[int, ...], tuple[tuple[Backend, ...], int, int]] = {}
         # spread id -> a backendRef it was resolved from, for the spreads whose targets come
         # from the inventory (not the invalid or refused ones)
         self.resolvable: dict[str, BackendRef] = {}
@@ -183,10 +183,17 @@ class Resolver:
         )
         return found
 
-    def shared(self, backends: tuple[Backend, ...]) -> tuple[Backend, ...]:
-        """One tuple object for every rule with the same backends: the gateway reads a rule's
-        backends on every request, and a few shared tuples stay in the CPU cache."""
-        return self._tuples.setdefault(tuple(map(id, backends)), backends)
+    def shared(self, backends: tuple[Backend, ...]) -> tuple[tuple[Backend, ...], int, int]:
+        """(backends, total weight, weight of the invalid ones), with one tuple object for every
+        rule with the same backends: the gateway reads a rule's backends on every request, and a
+        few shared tuples stay in the CPU cache (and the sums are made once per tuple)."""
+        key = tuple(map(id, backends))
+        found = self._tuples.get(key)
+        if found is None:
+            total = sum(b.weight for b in backends)
+            invalid = sum(b.weight for b in backends if not b.resolved)
+            found = self._tuples[key] = (backends, total, invalid)
+        return found
 
     def filters(self, route: Route, filters: Iterable[Filter]) -> Filters:
         """Split filters by kind, keeping their order; the first redirect and rewrite count."""
@@ -323,11 +330,9 @@ def _compile_rule(
     route: Route, facts: _RouteFacts, index: int, rule: Rule, resolver: Resolver
 ) -> Iterable[CompiledRule]:
     filters = resolver.filters(route, rule.filters)
-    backends = resolver.shared(
+    backends, total, invalid = resolver.shared(
         tuple(resolver.backend(route, ref) for ref in rule.backend_refs if ref.weight > 0)
     )
-    total = sum(b.weight for b in backends)
-    invalid = sum(b.weight for b in backends if not b.resolved)
     rule_id = f"{facts.id}#{index if rule.name is None else rule.name}"
     for match_index, match in enumerate(rule.matches or (Match(),)):
         try:
