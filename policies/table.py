@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from policies import path_index, precedence
 from policies.model import (
@@ -110,60 +110,25 @@ class Mirror:
 Condition = tuple[str, str, "re.Pattern[str] | None"]  # (name, value, compiled regex or None)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class CompiledMatch:
+class CompiledMatch(NamedTuple):
     """A `Match` with its regexes compiled, flattened for the hot loop of `policies.matching`.
 
-    The fields after `query_regexes` are derived from the first four and take no part in
-    equality. Repeated header or query names keep their first entry only (Gateway API).
+    The fields after `query_regexes` are derived from the first four (`compile_match`). Repeated
+    header or query names keep their first entry only (Gateway API). A named tuple rather than a
+    frozen dataclass: one is built per match of every route, and setting ten fields through
+    `object.__setattr__` was a fifth of compiling a table.
     """
 
     match: Match
     path_regex: re.Pattern[str] | None
     header_regexes: tuple[re.Pattern[str] | None, ...]  # parallel to match.headers
     query_regexes: tuple[re.Pattern[str] | None, ...]  # parallel to match.query_params
-    path_code: int = dataclasses.field(init=False, repr=False, compare=False)
-    path_value: str = dataclasses.field(init=False, repr=False, compare=False)  # prefix: no "/"
-    method: str | None = dataclasses.field(init=False, repr=False, compare=False)
-    headers: tuple[Condition, ...] = dataclasses.field(init=False, repr=False, compare=False)
-    queries: tuple[Condition, ...] = dataclasses.field(init=False, repr=False, compare=False)
-    path_only: bool = dataclasses.field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        match = self.match
-        kind = match.path.kind
-        # Identity tests, not a dict: an Enum's __hash__ is Python code, and this runs per match.
-        code = (
-            PATH_PREFIX
-            if kind is PathKind.PREFIX
-            else PATH_EXACT
-            if kind is PathKind.EXACT
-            else PATH_REGEX
-        )
-        value = match.path.value.rstrip("/") if code == PATH_PREFIX else match.path.value
-        headers: tuple[Condition, ...] = ()
-        queries: tuple[Condition, ...] = ()
-        if match.headers:
-            headers = _first_per_name(
-                [
-                    (h.name.lower(), h.value, r)
-                    for h, r in zip(match.headers, self.header_regexes, strict=True)
-                ]
-            )
-        if match.query_params:
-            queries = _first_per_name(
-                [
-                    (q.name, q.value, r)
-                    for q, r in zip(match.query_params, self.query_regexes, strict=True)
-                ]
-            )
-        setattr_ = object.__setattr__
-        setattr_(self, "path_code", code)
-        setattr_(self, "path_value", value)
-        setattr_(self, "method", match.method)
-        setattr_(self, "headers", headers)
-        setattr_(self, "queries", queries)
-        setattr_(self, "path_only", match.method is None and not headers and not queries)
+    path_code: int
+    path_value: str  # a prefix without its trailing "/"
+    method: str | None
+    headers: tuple[Condition, ...]
+    queries: tuple[Condition, ...]
+    path_only: bool  # no method, header or query condition
 
 
 def _first_per_name(conditions: list[Condition]) -> tuple[Condition, ...]:
@@ -178,11 +143,45 @@ def _first_per_name(conditions: list[Condition]) -> tuple[Condition, ...]:
 
 def compile_match(match: Match) -> CompiledMatch:
     """Compile a match's regexes (Python `re`; raises `re.error` on a bad pattern)."""
+    path = match.path
+    kind = path.kind
+    # Identity tests, not a dict: an Enum's __hash__ is Python code, and this runs per match.
+    code = (
+        PATH_PREFIX
+        if kind is PathKind.PREFIX
+        else PATH_EXACT
+        if kind is PathKind.EXACT
+        else PATH_REGEX
+    )
+    value = path.value.rstrip("/") if code == PATH_PREFIX else path.value
+    header_regexes: tuple[re.Pattern[str] | None, ...] = ()
+    query_regexes: tuple[re.Pattern[str] | None, ...] = ()
+    headers: tuple[Condition, ...] = ()
+    queries: tuple[Condition, ...] = ()
+    if match.headers:
+        header_regexes = tuple(_regex(h.kind, h.value) for h in match.headers)
+        headers = _first_per_name(
+            [
+                (h.name.lower(), h.value, r)
+                for h, r in zip(match.headers, header_regexes, strict=True)
+            ]
+        )
+    if match.query_params:
+        query_regexes = tuple(_regex(q.kind, q.value) for q in match.query_params)
+        queries = _first_per_name(
+            [(q.name, q.value, r) for q, r in zip(match.query_params, query_regexes, strict=True)]
+        )
     return CompiledMatch(
-        match=match,
-        path_regex=re.compile(match.path.value) if match.path.kind is PathKind.REGEX else None,
-        header_regexes=tuple(_regex(h.kind, h.value) for h in match.headers),
-        query_regexes=tuple(_regex(q.kind, q.value) for q in match.query_params),
+        match,
+        re.compile(path.value) if code == PATH_REGEX else None,
+        header_regexes,
+        query_regexes,
+        code,
+        value,
+        match.method,
+        headers,
+        queries,
+        match.method is None and not headers and not queries,
     )
 
 
