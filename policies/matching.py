@@ -133,6 +133,9 @@ def decide(table: RoutingTable, head: RequestHead, *, roll: float) -> Decision:
         return NO_ROUTE
     # Most rules' decisions depend on the roll alone: the rule keeps one per backend (`settle`)
     # and a decision hands out one of them, built once (a memo by path missed on every new path).
+    sole = rule.sole
+    if sole is not None:
+        return sole
     settled = rule.settled
     if settled is None:
         settled = settle(rule)
@@ -330,10 +333,11 @@ def forward(rule: CompiledRule, backend: Backend, path: str) -> Decision:
 
 def settle(rule: CompiledRule) -> tuple[Decision, ...]:
     """`rule`'s decisions, one per backend with weight, kept in the rule (`CompiledRule.settled`,
-    with the running sums of their weights in `bounds`) when they depend on the roll alone: no
-    redirect (the Location depends on the request), no URLRewrite (the upstream path does) and
-    no session affinity (the decision names its rule for a second pick). Otherwise (): `act`
-    decides each request. A rule without backends keeps its 500.
+    with the running sums of their weights in `bounds`, and the only one also in `sole`) when
+    they depend on the roll alone: no redirect (the Location depends on the request), no
+    URLRewrite (the upstream path does) and no session affinity (the decision names its rule for
+    a second pick). Otherwise (): `act` decides each request. A rule without backends keeps its
+    500.
 
     Made on the rule's first request, not at compile time: most rules of a large table are
     never asked on a given gateway. Memory: a decision per backend of each rule asked.
@@ -354,6 +358,8 @@ def settle(rule: CompiledRule) -> tuple[Decision, ...]:
         bounds = tuple(accumulate(b.weight for b in backends))
     object.__setattr__(rule, "bounds", bounds)
     object.__setattr__(rule, "settled", settled)
+    if len(settled) == 1:
+        object.__setattr__(rule, "sole", settled[0])
     return settled
 
 

@@ -193,6 +193,18 @@ def _regex(kind: ValueKind, value: str) -> re.Pattern[str] | None:
 class CompiledRule:
     """One (route, rule, match) candidate, as the precedence order sees it."""
 
+    # `policies.matching.settle`'s decisions for this rule, one per backend, and the running
+    # sums of their weights: made on the rule's first request (None until then; () when each
+    # request needs its own decision). A cache, not state: never compared, never on the wire.
+    # `sole` is the decision when `settled` holds exactly one, so most decisions read no tuple.
+    # The first slots, next to the object's header, which every decision touches anyway (a
+    # reference count): in a large table the header's cache line is often the only one of the
+    # rule a decision reads.
+    sole: Decision | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    settled: tuple[Decision, ...] | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
+    bounds: tuple[int, ...] = dataclasses.field(default=(), init=False, repr=False, compare=False)
     route_id: str  # "namespace/name"
     rule_id: str  # "namespace/name#i" (or "namespace/name#rule-name" when the rule has a name)
     rule_index: int
@@ -211,13 +223,6 @@ class CompiledRule:
     created: int = 0  # Route.created
     route_kind: str = "TrafficPolicy"  # RouteKind value
     hostnames: tuple[str, ...] = ()  # the route's hostnames
-    # `policies.matching.settle`'s decisions for this rule, one per backend, and the running
-    # sums of their weights: made on the rule's first request (None until then; () when each
-    # request needs its own decision). A cache, not state: never compared, never on the wire.
-    settled: tuple[Decision, ...] | None = dataclasses.field(
-        default=None, init=False, repr=False, compare=False
-    )
-    bounds: tuple[int, ...] = dataclasses.field(default=(), init=False, repr=False, compare=False)
 
 
 def precedence_key(rule: CompiledRule, host: str) -> precedence.Key | None:

@@ -50,6 +50,7 @@ def test_a_rule_keeps_one_decision_per_backend_and_hands_it_out_for_every_path()
     assert kept is not None
     assert len(kept) == 1
     assert all(d is kept[0] for d in first)  # built once, not once per path
+    assert entry.rules[0].sole is kept[0]  # the only one: decide reads it without the tuple
     assert isinstance(kept[0], Forward)
     assert (kept[0].path, kept[0].host, kept[0].split) == (None, None, None)  # the request's path
     assert kept[0] == matching.act(entry.rules[0], head("/item/0"), roll=0.9)
@@ -67,6 +68,7 @@ def test_a_split_rule_keeps_a_decision_per_backend_and_the_roll_picks_among_them
     assert kept is not None
     assert len(kept) == 2  # weight 0 is never picked, so not kept
     assert entry.rules[0].bounds == (3, 4)
+    assert entry.rules[0].sole is None  # two to pick from
     assert [d is kept[0] for d in picked] == [True, True, False, False]
     assert all(d is kept[1] for d in picked[2:])
     assert [d.backend.service for d in picked if isinstance(d, Forward)] == [WEB, WEB, API, API]
@@ -85,7 +87,7 @@ def test_decisions_that_depend_on_the_request_are_not_kept() -> None:
     decisions = [matching.decide(table, head(p), roll=0.5) for p in ("/sticky", "/old", "/new")]
     entry = table.lookup(HOST)
     assert entry is not None
-    assert all(r.settled == () for r in entry.rules)
+    assert all(r.settled == () and r.sole is None for r in entry.rules)
     sticky_forward, _, rewritten = decisions
     assert isinstance(sticky_forward, Forward)
     assert sticky_forward.split is next(r for r in entry.rules if r.route_id == "shop/sticky")
