@@ -57,6 +57,7 @@ from policies.table import (
     Mirror,
     RoutingTable,
     compile_match,
+    match_fields,
 )
 
 ROUTE_GROUPS = {
@@ -415,7 +416,7 @@ def index_hosts(
 
 def base_key(rule: CompiledRule) -> tuple[int | str | bool, ...]:
     """The host-independent part of a candidate's precedence sort key."""
-    path_rank, path_chars, has_method, headers, queries = precedence.match_fields(rule.match.match)
+    path_rank, path_chars, has_method, headers, queries = match_fields(rule.match)
     return (
         path_rank,
         -path_chars,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from policies.table import CompiledRule  # the table imports this module to build entries
 
+# Also the path ranks of the precedence order (`policies.precedence.Key.path_rank`, smaller wins).
 PATH_EXACT, PATH_PREFIX, PATH_REGEX = 0, 1, 2
 PATH_HOLDS = 3  # the code of an item known to hold for the path it was found under
 MIN_INDEXED_RULES = 8  # below this a scan of the whole entry is as quick as the index probe

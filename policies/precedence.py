@@ -26,8 +26,6 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
-from policies.model import Match, PathKind
-
 _PATH_WORDS = {0: "an Exact path", 1: "a PathPrefix path", 2: "a RegularExpression path"}
 
 
@@ -100,23 +98,6 @@ def covers(hostname: str, host: str) -> bool:
     if host.startswith("*."):
         return host[1:].endswith(suffix)
     return host.endswith(suffix) and len(host) > len(suffix)
-
-
-def match_fields(match: Match) -> tuple[int, int, bool, int, int]:
-    """(path_rank, path_chars, has_method, header_conditions, query_conditions) of a match."""
-    # Identity tests and no empty set comprehensions: this runs for every match of a table, and
-    # an Enum's __hash__ (a dict keyed by kind) is Python code.
-    path = match.path
-    kind = path.kind
-    if kind is PathKind.EXACT:
-        rank, chars = 0, 0  # two different Exact paths never both match: length is no criterion
-    elif kind is PathKind.PREFIX:
-        rank, chars = 1, len(path.value.rstrip("/"))
-    else:
-        rank, chars = 2, len(path.value)
-    headers = len({h.name.lower() for h in match.headers}) if match.headers else 0
-    queries = len({q.name for q in match.query_params}) if match.query_params else 0
-    return rank, chars, match.method is not None, headers, queries
 
 
 def why(winner: Key, other: Key) -> str:

@@ -225,13 +225,25 @@ class CompiledRule:
     hostnames: tuple[str, ...] = ()  # the route's hostnames
 
 
+def match_fields(m: CompiledMatch) -> tuple[int, int, bool, int, int]:
+    """(path_rank, path_chars, has_method, header_conditions, query_conditions): what the
+    precedence order (`policies.precedence.Key`) needs of a match, read from what `compile_match`
+    derived rather than worked out again for every candidate. The path codes are the ranks
+    (Exact < PathPrefix < RegularExpression); a prefix counts without its trailing "/" (its
+    `path_value`); two different Exact paths never both match, so their length is no criterion;
+    conditions count distinct names, which is what `headers` and `queries` keep."""
+    code = m.path_code
+    chars = 0 if code == PATH_EXACT else len(m.path_value)
+    return code, chars, m.method is not None, len(m.headers), len(m.queries)
+
+
 def precedence_key(rule: CompiledRule, host: str) -> precedence.Key | None:
     """`rule`'s place in the precedence order of the index entry for `host` (an exact name,
     "*.suffix" for a wildcard entry, "" for the any-host entry); None if it does not serve it."""
     rank = precedence.host_rank(rule.hostnames, host)
     if rank is None:
         return None
-    path_rank, path_chars, has_method, headers, queries = precedence.match_fields(rule.match.match)
+    path_rank, path_chars, has_method, headers, queries = match_fields(rule.match)
     return precedence.Key(
         rank.nonwildcard_chars,
         rank.chars,
